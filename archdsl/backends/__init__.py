@@ -1,0 +1,1 @@
+"""Backends: the IR compiled to torch modules, checkpoints (and later DOT and summaries)."""

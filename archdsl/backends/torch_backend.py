@@ -1,0 +1,132 @@
+"""Compile the IR into an ``nn.Module`` whose module paths are the spec's names.
+
+Each scope of the module tree becomes one module: an ``nn.Sequential`` when its children
+form a straight chain, otherwise a ``torch.fx.GraphModule`` whose ``forward`` is
+straight-line generated code (no lookups or loops per call). Weight-init rules from the
+spec are then applied in ``model.modules()`` order, as torchvision's constructors do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections import OrderedDict
+
+import torch
+from torch import fx, nn
+
+from ..ir import Graph, Scope
+from ..ops.init import INIT_FUNCS
+from ..ops.registry import get_op
+from ..passes.inplace import inplace_nodes
+
+
+def build_module(graph: Graph, device=None, dtype=None) -> nn.Module:
+    """Build the torch module for ``graph`` on ``device`` (``"meta"`` allocates nothing)."""
+    builder = _Builder(graph, inplace_nodes(graph))
+    ctx = torch.device(device) if device is not None else contextlib.nullcontext()
+    with ctx:
+        model = builder.scope(graph.scopes[""])
+        apply_init(model, graph)
+    if dtype is not None:
+        model = model.to(dtype=_dtype(dtype))
+    return model
+
+
+def _dtype(d):
+    if isinstance(d, torch.dtype):
+        return d
+    value = getattr(torch, str(d), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {d!r}")
+    return value
+
+
+class _Builder:
+    def __init__(self, graph: Graph, inplace: set[int]):
+        self.g = graph
+        self.inplace = inplace
+
+    def _in_shapes(self, node):
+        return [self.g.nodes[i].shape for i in node.inputs]
+
+    def scope(self, sc: Scope) -> nn.Module:
+        modules: OrderedDict[str, nn.Module] = OrderedDict()
+        for name, kind, ref in sc.children:
+            if kind == "node":
+                node = self.g.nodes[ref]
+                modules[name] = get_op(node.op).build(node.attrs, self._in_shapes(node), node.id in self.inplace)
+            else:
+                modules[name] = self.scope(self.g.scopes[ref])
+        if self._is_chain(sc):
+            return nn.Sequential(modules)
+        return self._graph_module(sc, modules)
+
+    def _io(self, kind, ref):
+        if kind == "node":
+            n = self.g.nodes[ref]
+            return n.inputs, n.id
+        s = self.g.scopes[ref]
+        return (s.input,), s.output
+
+    def _is_chain(self, sc: Scope) -> bool:
+        if sc.functional:
+            return False
+        cur = sc.input
+        for _, kind, ref in sc.children:
+            ins, out = self._io(kind, ref)
+            if ins != (cur,):
+                return False
+            cur = out
+        return cur == sc.output
+
+    def _graph_module(self, sc: Scope, modules) -> nn.Module:
+        items = [(self._io(kind, ref)[1], 0, name, kind, ref) for name, kind, ref in sc.children]
+        items += [(nid, 1, None, "join", nid) for nid in sc.functional]
+        items.sort(key=lambda t: (t[0], t[1]))
+        graph = fx.Graph()
+        values = {sc.input: graph.placeholder("x")}
+        for _, _, name, kind, ref in items:
+            ins, out = self._io("node" if kind == "join" else kind, ref)
+            args = [values[i] for i in ins]
+            if kind == "join":
+                node = self.g.nodes[ref]
+                values[out] = get_op(node.op).emit(graph, node.attrs, args, node.id in self.inplace)
+            else:
+                values[out] = graph.call_module(name, tuple(args))
+        graph.output(values[sc.output])
+        holder = nn.Module()
+        for name, m in modules.items():
+            holder.add_module(name, m)
+        gm = fx.GraphModule(holder, graph, class_name=sc.block or "Block")
+        # register children in spec order (fx registers them in call order)
+        gm._modules = {name: gm._modules[name] for name in modules}
+        return gm
+
+
+def apply_init(model: nn.Module, graph: Graph) -> None:
+    """Apply the spec's init rules to every module, in ``model.named_modules()`` order."""
+    rules = graph.init_rules
+    if not rules:
+        return
+    op_of = {n.path: n.op for n in graph.ops() if n.path is not None}
+    with torch.no_grad():
+        for path, module in model.named_modules():
+            op = op_of.get(path)
+            if op is None:
+                continue
+            for r in rules:
+                if r.scope:
+                    if not path.startswith(r.scope + "."):
+                        continue
+                    rel = path[len(r.scope) + 1:]
+                else:
+                    rel = path
+                if r.by_path:
+                    if not fnmatch.fnmatchcase(rel, r.target):
+                        continue
+                elif op != r.target:
+                    continue
+                tensor = getattr(module, r.param, None)
+                if isinstance(tensor, torch.Tensor):
+                    INIT_FUNCS[r.fn].apply(tensor, r.args)

@@ -1,0 +1,400 @@
+"""archdsl's own expression evaluator: a closed language, never Python's ``eval``.
+
+Supports arithmetic, comparisons, boolean logic, ``if c then a else b``, lists, dicts,
+indexing, list comprehensions, ``in.<attr>`` and the built-in functions in ``BUILTINS``.
+Every failure (unknown name, division by zero, index out of range, wrong types) raises
+:class:`EvalError` with a located diagnostic.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from ..diagnostics import Diagnostic, Span, did_you_mean
+from ..syntax import ast
+from .values import BlockRef, OpRef, ShapeValue, _MISSING, describe
+
+MAX_LIST = 1_000_000
+
+
+class EvalError(Exception):
+    """An expression failed; carries one diagnostic."""
+
+    def __init__(self, diagnostic: Diagnostic):
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+class Poisoned(Exception):
+    """The incoming shape is unknown because of an earlier error: skip quietly."""
+
+
+def fail(message: str, span: Span, label: str = "", help: str | None = None):
+    raise EvalError(Diagnostic(message, span, label, help))
+
+
+class Env:
+    """A chain of name -> value scopes (block parameters, `let`s, loop variables, globals)."""
+
+    def __init__(self, values: dict | None = None, parent: "Env | None" = None, in_shape=None):
+        self.values = values if values is not None else {}
+        self.parent = parent
+        self._in = in_shape
+
+    def child(self, values: dict | None = None) -> "Env":
+        return Env(values or {}, self)
+
+    def lookup(self, name: str):
+        env = self
+        while env is not None:
+            if name in env.values:
+                return env.values[name]
+            env = env.parent
+        if name in BUILTINS:
+            return BUILTINS[name]
+        from ..ops.registry import get_op
+        if get_op(name) is not None:
+            return OpRef(name)
+        return _MISSING
+
+    def names(self) -> set[str]:
+        out, env = set(BUILTINS), self
+        while env is not None:
+            out.update(env.values)
+            env = env.parent
+        from ..ops.registry import all_ops
+        out.update(all_ops())
+        return out
+
+
+# ------------------------------------------------------------------ built-ins
+
+
+class Builtin:
+    """A built-in function: ``fn(span, *args)`` with an arity range and documentation."""
+
+    def __init__(self, name: str, fn: Callable, min_args: int, max_args: int, doc: str):
+        self.name, self.fn, self.min_args, self.max_args, self.doc = name, fn, min_args, max_args, doc
+
+    def __repr__(self) -> str:
+        return f"built-in {self.name}"
+
+
+def _num(v, span, what="a number"):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        fail(f"expected {what}, got {describe(v)}", span)
+    return v
+
+
+def _int(v, span):
+    if isinstance(v, bool) or not isinstance(v, int):
+        fail(f"expected an integer, got {describe(v)}", span)
+    return v
+
+
+def _seq(v, span):
+    if isinstance(v, ShapeValue):
+        return v.shape
+    if not isinstance(v, (tuple, str)):
+        fail(f"expected a list, got {describe(v)}", span)
+    return v
+
+
+def _make_divisible(span, v, divisor=8, min_value=None):
+    """torchvision's ``_make_divisible``: round to a multiple of ``divisor``, never below 90%."""
+    v = _num(v, span)
+    divisor = _int(divisor, span)
+    if divisor <= 0:
+        fail("make_divisible: divisor must be positive", span)
+    min_value = divisor if min_value is None else _int(min_value, span)
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def _range(span, *a):
+    for x in a:
+        _int(x, span)
+    r = range(*a) if a else range(0)
+    if len(r) > MAX_LIST:
+        fail(f"range of {len(r)} items is too long (limit {MAX_LIST})", span)
+    if a and len(a) == 3 and a[2] == 0:
+        fail("range step must not be zero", span)
+    return tuple(r)
+
+
+def _minmax(fn):
+    def run(span, *a):
+        items = _seq(a[0], span) if len(a) == 1 else a
+        if not items:
+            fail(f"{fn.__name__}() of an empty list", span)
+        for x in items:
+            _num(x, span)
+        return fn(items)
+    return run
+
+
+def _round(span, v, ndigits=None):
+    v = _num(v, span)
+    return round(v) if ndigits is None else round(v, _int(ndigits, span))
+
+
+def _sum(span, items):
+    items = _seq(items, span)
+    for x in items:
+        _num(x, span)
+    return sum(items)
+
+
+def _zip(span, *lists):
+    return tuple(tuple(t) for t in zip(*(_seq(x, span) for x in lists)))
+
+
+def _enumerate(span, items, start=0):
+    return tuple((i, x) for i, x in enumerate(_seq(items, span), _int(start, span)))
+
+
+def _to_int(span, v):
+    v = _num(v, span)
+    if isinstance(v, float) and not math.isfinite(v):
+        fail(f"cannot convert {v} to an integer", span)
+    return int(v)
+
+
+def _to_float(span, v):
+    return float(_num(v, span))
+
+
+def _ceil_floor(fn):
+    def run(span, v):
+        v = _num(v, span)
+        if isinstance(v, float) and not math.isfinite(v):
+            fail(f"cannot round {v}", span)
+        return int(fn(v))
+    return run
+
+
+BUILTINS: dict[str, Builtin] = {b.name: b for b in [
+    Builtin("min", _minmax(min), 1, 99, "smallest of the arguments, or of one list"),
+    Builtin("max", _minmax(max), 1, 99, "largest of the arguments, or of one list"),
+    Builtin("round", _round, 1, 2, "round half to even, like Python's round"),
+    Builtin("ceil", _ceil_floor(math.ceil), 1, 1, "smallest integer >= x"),
+    Builtin("floor", _ceil_floor(math.floor), 1, 1, "largest integer <= x"),
+    Builtin("int", _to_int, 1, 1, "truncate a number towards zero"),
+    Builtin("float", _to_float, 1, 1, "convert a number to float"),
+    Builtin("abs", lambda span, v: abs(_num(v, span)), 1, 1, "absolute value"),
+    Builtin("len", lambda span, v: len(_seq(v, span)), 1, 1, "length of a list or string"),
+    Builtin("sum", _sum, 1, 1, "sum of a list of numbers"),
+    Builtin("range", _range, 1, 3, "range(stop), range(start, stop[, step]) as a list"),
+    Builtin("zip", _zip, 1, 99, "lists of tuples of corresponding items"),
+    Builtin("enumerate", _enumerate, 1, 2, "pairs [index, item]"),
+    Builtin("make_divisible", _make_divisible, 1, 3,
+            "make_divisible(v, divisor = 8, min_value = divisor), as torchvision rounds channels"),
+]}
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def evaluate(e: ast.Expr, env: Env, in_shape: ShapeValue | None = None):
+    """Evaluate an expression; ``in_shape`` is the value of ``in`` (None where it is not available)."""
+    return _Evaluator(env, in_shape).eval(e)
+
+
+class _Evaluator:
+    def __init__(self, env: Env, in_shape):
+        self.env = env
+        self.in_shape = in_shape
+
+    def eval(self, e):
+        method = getattr(self, "e_" + type(e).__name__)
+        return method(e)
+
+    def e_Literal(self, e):
+        return e.value
+
+    def e_Name(self, e):
+        v = self.env.lookup(e.id)
+        if v is _MISSING:
+            fail(f"unknown name `{e.id}`", e.span, "not defined here", did_you_mean(e.id, self.env.names()))
+        return v
+
+    def e_InShape(self, e):
+        if self.in_shape is None:
+            fail("`in` (the incoming shape) is only available inside a model or block body", e.span)
+        if self.in_shape == "poisoned":
+            raise Poisoned()
+        return self.in_shape
+
+    def e_ListExpr(self, e):
+        return tuple(self.eval(x) for x in e.items)
+
+    def e_DictExpr(self, e):
+        out = {}
+        for k, v in e.pairs:
+            key = self.eval(k)
+            if not isinstance(key, (str, int, bool)) and key is not None:
+                fail(f"a dict key must be a string or number, got {describe(key)}", k.span)
+            out[key] = self.eval(v)
+        return out
+
+    def e_ListComp(self, e):
+        out = []
+        for item in _seq(self.eval(e.iterable), e.iterable.span):
+            scope = self.env.child(bind_targets(e.targets, item, e.span))
+            sub = _Evaluator(scope, self.in_shape)
+            if e.cond is not None and not truth(sub.eval(e.cond), e.cond.span):
+                continue
+            out.append(sub.eval(e.elt))
+        return tuple(out)
+
+    def e_IfExpr(self, e):
+        return self.eval(e.then) if truth(self.eval(e.cond), e.cond.span) else self.eval(e.otherwise)
+
+    def e_UnaryOp(self, e):
+        v = self.eval(e.operand)
+        if e.op == "not":
+            return not truth(v, e.operand.span)
+        v = _num(v, e.operand.span)
+        return -v if e.op == "-" else +v
+
+    def e_BinOp(self, e):
+        if e.op in ("and", "or"):
+            left = truth(self.eval(e.left), e.left.span)
+            if e.op == "and" and not left:
+                return False
+            if e.op == "or" and left:
+                return True
+            return truth(self.eval(e.right), e.right.span)
+        a, b = self.eval(e.left), self.eval(e.right)
+        return binary(e.op, a, b, e)
+
+    def e_Index(self, e):
+        obj, idx = self.eval(e.obj), self.eval(e.index)
+        if isinstance(obj, dict):
+            if idx not in obj:
+                fail(f"key {describe(idx)} is not in the dict", e.index.span, "no such key",
+                     did_you_mean(str(idx), [str(k) for k in obj]) if isinstance(idx, str) else None)
+            return obj[idx]
+        seq = _seq(obj, e.obj.span)
+        i = _int(idx, e.index.span)
+        if not -len(seq) <= i < len(seq):
+            fail(f"index {i} is out of range for a list of {len(seq)} item{'s' if len(seq) != 1 else ''}",
+                 e.index.span, "out of range")
+        return seq[i]
+
+    def e_Attr(self, e):
+        obj = self.eval(e.obj)
+        if isinstance(obj, ShapeValue):
+            v = obj.attribute(e.name)
+            if v is _MISSING:
+                valid = [n for n in ShapeValue.attribute_names() if obj.attribute(n) is not _MISSING]
+                fail(f"the incoming shape {'x'.join(map(str, obj.shape))} has no attribute `{e.name}`", e.span,
+                     help=did_you_mean(e.name, valid) or f"available: {', '.join(valid)}")
+            return v
+        fail(f"{describe(obj)} has no attribute `{e.name}`", e.span)
+
+    def e_Call(self, e):
+        f = self.env.lookup(e.func)
+        if f is _MISSING:
+            fail(f"unknown function `{e.func}`", e.func_span, "not defined here",
+                 did_you_mean(e.func, list(BUILTINS)))
+        if not isinstance(f, Builtin):
+            fail(f"{describe(f)} cannot be called inside an expression", e.func_span,
+                 help="ops and blocks are used as statements, not inside expressions")
+        args, kwargs = [], {}
+        for a in e.args:
+            if a.name is None:
+                args.append(self.eval(a.value))
+            else:
+                kwargs[a.name] = self.eval(a.value)
+        n = len(args) + len(kwargs)
+        if not f.min_args <= n <= f.max_args:
+            want = str(f.min_args) if f.min_args == f.max_args else f"{f.min_args} to {f.max_args}"
+            fail(f"`{f.name}` takes {want} argument{'s' if f.max_args != 1 else ''}, got {n}", e.span)
+        try:
+            return f.fn(e.span, *args, **kwargs)
+        except TypeError:
+            fail(f"invalid arguments to `{f.name}`", e.span, help=f"{f.name}: {f.doc}")
+
+
+def truth(v, span) -> bool:
+    if not isinstance(v, bool):
+        fail(f"a condition must be `true` or `false`, got {describe(v)}", span)
+    return v
+
+
+def bind_targets(targets: tuple[str, ...], item, span: Span) -> dict:
+    if len(targets) == 1:
+        return {targets[0]: item}
+    if not isinstance(item, tuple) or len(item) != len(targets):
+        fail(f"cannot unpack {describe(item)} into {len(targets)} names ({', '.join(targets)})", span)
+    return dict(zip(targets, item))
+
+
+def binary(op: str, a, b, e):
+    span = e.span
+    if op in ("==", "!="):
+        eq = _equal(a, b)
+        return eq if op == "==" else not eq
+    if op in ("<", "<=", ">", ">="):
+        if isinstance(a, str) and isinstance(b, str):
+            pass
+        else:
+            _num(a, e.left.span)
+            _num(b, e.right.span)
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+    if op == "+" and isinstance(a, tuple) and isinstance(b, tuple):
+        return _check_len(a + b, span)
+    if op == "+" and isinstance(a, str) and isinstance(b, str):
+        return a + b
+    if op == "*" and (isinstance(a, tuple) or isinstance(b, tuple)):
+        lst, n = (a, b) if isinstance(a, tuple) else (b, a)
+        n = _int(n, span)
+        if len(lst) * max(n, 0) > MAX_LIST:
+            fail(f"list would have more than {MAX_LIST} items", span)
+        return lst * n
+    a, b = _num(a, e.left.span), _num(b, e.right.span)
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op in ("/", "//", "%"):
+        if b == 0:
+            fail("division by zero", e.right.span, "this is zero")
+        return a / b if op == "/" else a // b if op == "//" else a % b
+    if op == "**":
+        if isinstance(a, int) and isinstance(b, int) and (b < 0 or (abs(a) > 1 and b > 256)):
+            if b < 0:
+                if a == 0:
+                    fail("zero cannot be raised to a negative power", span)
+                return float(a) ** b
+            fail("exponent too large", e.right.span)
+        try:
+            r = a ** b
+        except (OverflowError, ZeroDivisionError):
+            fail("arithmetic overflow", span)
+        if isinstance(r, complex):
+            fail("the result is not a real number", span)
+        return r
+    fail(f"unknown operator {op}", span)  # pragma: no cover
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return a == b
+
+
+def _check_len(v, span):
+    if len(v) > MAX_LIST:
+        fail(f"list would have more than {MAX_LIST} items", span)
+    return v
+
+
+def is_callable_value(v) -> bool:
+    return isinstance(v, (BlockRef, OpRef))

@@ -1,0 +1,134 @@
+"""Loading spec files: parsing, `use` imports (relative to the importing file, cycles are
+errors) and the global definitions (`let`, `block`, `model`) of each file."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass, field
+
+from ..diagnostics import Collector, Diagnostic, SpecError
+from ..syntax import ast
+from ..syntax.parser import parse
+from .expr import Env, EvalError, evaluate
+from .values import BlockRef
+
+
+class DiskFS:
+    """Spec files on disk; keys are absolute paths, shown relative to the working directory."""
+
+    def resolve(self, base_key: str | None, rel: str) -> str:
+        base = os.path.dirname(base_key) if base_key else os.getcwd()
+        return os.path.normpath(os.path.join(base, rel))
+
+    def read(self, key: str) -> str:
+        with open(key, encoding="utf-8") as f:
+            return f.read()
+
+    def display(self, key: str) -> str:
+        rel = os.path.relpath(key)
+        return key if rel.startswith("..") else rel
+
+
+class MemoryFS:
+    """Spec files held in memory (checkpoints); keys are normalized relative POSIX paths."""
+
+    def __init__(self, files: dict[str, str]):
+        self.files = files
+
+    def resolve(self, base_key: str | None, rel: str) -> str:
+        base = posixpath.dirname(base_key) if base_key else ""
+        return posixpath.normpath(posixpath.join(base, rel))
+
+    def read(self, key: str) -> str:
+        if key not in self.files:
+            raise FileNotFoundError(key)
+        return self.files[key]
+
+    def display(self, key: str) -> str:
+        return key
+
+
+@dataclass
+class LoadedFile:
+    key: str
+    module: ast.Module
+    globals: Env
+    models: dict[str, ast.ModelDecl] = field(default_factory=dict)
+
+
+class Loader:
+    """Parses files once each and builds their global environments."""
+
+    def __init__(self, fs, collector: Collector):
+        self.fs = fs
+        self.diag = collector
+        self.files: dict[str, LoadedFile] = {}
+        self.texts: dict[str, str] = {}     # key -> text of every file read
+        self._stack: list[str] = []
+
+    def load_text(self, text: str, key: str, display: str) -> LoadedFile:
+        self.texts[key] = text
+        try:
+            module = parse(text, display)
+        except SpecError as e:
+            for d in e.diagnostics:
+                self.diag.add(d)
+            module = ast.Module((), display)
+        return self._process(key, module)
+
+    def load_key(self, key: str) -> LoadedFile:
+        if key in self.files:
+            return self.files[key]
+        text = self.fs.read(key)
+        return self.load_text(text, key, self.fs.display(key))
+
+    def _process(self, key: str, module: ast.Module) -> LoadedFile:
+        env = Env({})
+        loaded = LoadedFile(key, module, env)
+        self.files[key] = loaded
+        self._stack.append(key)
+        defined: dict[str, object] = {}
+        try:
+            for item in module.items:
+                if isinstance(item, ast.Use):
+                    self._use(key, item, env)
+                elif isinstance(item, ast.Let):
+                    self._define(defined, item.name, item)
+                    try:
+                        env.values[item.name] = evaluate(item.value, env)
+                    except EvalError as e:
+                        self.diag.add(e.diagnostic)
+                elif isinstance(item, ast.BlockDecl):
+                    self._define(defined, item.name, item)
+                    env.values[item.name] = BlockRef(item, env)
+                elif isinstance(item, ast.ModelDecl):
+                    if item.name in loaded.models:
+                        self.diag.error(f"model `{item.name}` is defined twice", item.span, "second definition")
+                    loaded.models[item.name] = item
+        finally:
+            self._stack.pop()
+        return loaded
+
+    def _define(self, defined: dict, name: str, item) -> None:
+        if name in defined:
+            first = defined[name].span
+            self.diag.add(Diagnostic(f"`{name}` is defined twice in this file", item.span, "redefined here",
+                                     notes=(f"first defined at {first.location}",)))
+        defined[name] = item
+
+    def _use(self, key: str, item: ast.Use, env: Env) -> None:
+        target = self.fs.resolve(key, item.path)
+        if target in self._stack:
+            chain = " -> ".join(self.fs.display(k) for k in self._stack[self._stack.index(target):] + [target])
+            self.diag.error(f"import cycle: {chain}", item.span, "this import closes the cycle")
+            return
+        try:
+            loaded = self.load_key(target)
+        except (OSError, UnicodeDecodeError) as e:
+            reason = "no such file" if isinstance(e, FileNotFoundError) else type(e).__name__
+            self.diag.error(f"cannot import \"{item.path}\": {reason}", item.span, "imported here",
+                            help=f"paths are relative to the importing file; looked for {self.fs.display(target)}")
+            return
+        for name, value in loaded.globals.values.items():
+            env.values.setdefault(name, value)

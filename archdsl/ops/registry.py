@@ -1,0 +1,285 @@
+"""The op registry: one class per primitive op declares everything about it.
+
+An op declares
+
+* ``name``, ``category`` (diagram colour and summary grouping) and a docstring,
+* ``args``: the argument schema (names, types, defaults, docs),
+* ``infer``: the shape rule, raising :class:`ShapeError` for inconsistent input,
+* ``params`` / ``buffers`` / ``macs``: costs, from attributes and shapes alone,
+* ``build``: the torch factory (torch is imported only here, lazily),
+* ``label``: the short text shown in diagrams and tables.
+
+Shapes never include the batch dimension: a feature map is ``(C, H, W)``, a flattened
+vector ``(F,)``, a token sequence ``(N, D)``. Dimension arguments such as ``flatten``'s
+``start_dim`` or ``concat``'s ``dim`` count the batch dimension as torch does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+Shape = tuple[int, ...]
+
+REQUIRED = object()
+
+
+class ShapeError(Exception):
+    """Raised by a shape rule; ``arg`` names the argument to point at, if any."""
+
+    def __init__(self, message: str, label: str = "", help: str | None = None, arg: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.label = label
+        self.help = help
+        self.arg = arg
+
+
+class ArgTypeError(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ argument types
+
+
+@dataclass(frozen=True)
+class ArgType:
+    """A named argument type with a converter that validates and normalizes values."""
+
+    name: str
+    convert: Callable[[Any], Any]
+
+    def __call__(self, value):
+        return self.convert(value)
+
+
+def _int(v):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ArgTypeError("an integer")
+    return v
+
+
+def _pos_int(v):
+    v = _int(v)
+    if v < 1:
+        raise ArgTypeError("a positive integer")
+    return v
+
+
+def _nonneg_int(v):
+    v = _int(v)
+    if v < 0:
+        raise ArgTypeError("a non-negative integer")
+    return v
+
+
+def _float(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ArgTypeError("a number")
+    return float(v)
+
+
+def _prob(v):
+    v = _float(v)
+    if not 0.0 <= v <= 1.0:
+        raise ArgTypeError("a probability between 0 and 1")
+    return v
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise ArgTypeError("`true` or `false`")
+    return v
+
+
+def _pair(elem):
+    def convert(v):
+        if isinstance(v, (list, tuple)):
+            if len(v) != 2:
+                raise ArgTypeError("an integer or a list of 2 integers")
+            try:
+                return (elem(v[0]), elem(v[1]))
+            except ArgTypeError:
+                raise ArgTypeError("an integer or a list of 2 integers") from None
+        try:
+            x = elem(v)
+        except ArgTypeError:
+            raise ArgTypeError("an integer or a list of 2 integers") from None
+        return (x, x)
+    return convert
+
+
+def _optional(t):
+    def convert(v):  # noqa: E306
+        return None if v is None else t(v)
+    return convert
+
+
+INT = ArgType("int", _int)
+POS_INT = ArgType("int >= 1", _pos_int)
+NONNEG_INT = ArgType("int >= 0", _nonneg_int)
+FLOAT = ArgType("float", _float)
+PROB = ArgType("float in [0, 1]", _prob)
+BOOL = ArgType("bool", _bool)
+POS_PAIR = ArgType("int or [int, int] (>= 1)", _pair(_pos_int))
+NONNEG_PAIR = ArgType("int or [int, int] (>= 0)", _pair(_nonneg_int))
+OPT_POS_PAIR = ArgType("none, int or [int, int] (>= 1)", _optional(_pair(_pos_int)))
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument in an op's schema."""
+
+    name: str
+    type: ArgType
+    default: Any = REQUIRED
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+# ------------------------------------------------------------------ ops
+
+
+class Op:
+    """Base class of primitive ops. Subclasses are registered with :func:`register`."""
+
+    name: ClassVar[str]
+    category: ClassVar[str]
+    args: ClassVar[tuple[Arg, ...]] = ()
+    #: number of inputs; ``None`` for joins taking two or more.
+    arity: ClassVar[int | None] = 1
+    #: joins are applied as functions, not registered as modules.
+    functional: ClassVar[bool] = False
+    #: the op may overwrite its input when nothing else reads it (e.g. ReLU(inplace=True)).
+    can_inplace: ClassVar[bool] = False
+    #: the op's output may share memory with its input (flatten): it must not be overwritten in place.
+    returns_view: ClassVar[bool] = False
+    #: torch module class names this op builds (for init rules and diagrams).
+    torch_class: ClassVar[str | None] = None
+    #: parameter tensors the op's module owns, for `init op.param = ...` rules.
+    param_names: ClassVar[tuple[str, ...]] = ()
+
+    # shape rule ---------------------------------------------------------
+    def infer(self, a: dict, ins: list[Shape]) -> Shape:
+        raise NotImplementedError
+
+    # costs ----------------------------------------------------------------
+    def params(self, a: dict, ins: list[Shape]) -> int:
+        return 0
+
+    def buffers(self, a: dict, ins: list[Shape]) -> int:
+        return 0
+
+    def macs(self, a: dict, ins: list[Shape], out: Shape) -> int:
+        return 0
+
+    # torch ------------------------------------------------------------------
+    def build(self, a: dict, ins: list[Shape], inplace: bool = False):
+        """Return the ``nn.Module`` for this op (module ops)."""
+        raise NotImplementedError
+
+    def emit(self, graph, a: dict, args: list, inplace: bool = False):
+        """Add this op to a ``torch.fx.Graph`` as a function call over ``args`` (functional ops)."""
+        raise NotImplementedError
+
+    # presentation -------------------------------------------------------------
+    def label(self, a: dict) -> str:
+        return self.name
+
+    @classmethod
+    def doc(cls) -> str:
+        return (cls.__doc__ or "").strip()
+
+    def resolve_args(self, positional: list, keyword: dict) -> tuple[dict, list[tuple[str | None, str]]]:
+        """Bind call arguments to the schema; returns attrs and a list of (arg, problem)."""
+        problems: list[tuple[str | None, str]] = []
+        attrs: dict = {}
+        names = [a.name for a in self.args]
+        if len(positional) > len(self.args):
+            problems.append((None, f"`{self.name}` takes at most {len(self.args)} positional "
+                                   f"argument{'s' if len(self.args) != 1 else ''}, got {len(positional)}"))
+        for arg, value in zip(self.args, positional):
+            attrs[arg.name] = value
+        for key, value in keyword.items():
+            if key not in names:
+                problems.append((key, "unknown"))
+            elif key in attrs:
+                problems.append((key, f"argument `{key}` given twice"))
+            else:
+                attrs[key] = value
+        out = {}
+        for arg in self.args:
+            if arg.name in attrs:
+                try:
+                    out[arg.name] = arg.type(attrs[arg.name])
+                except ArgTypeError as e:
+                    problems.append((arg.name, f"argument `{arg.name}` of `{self.name}` must be {e}, "
+                                               f"got {_describe(attrs[arg.name])}"))
+            elif arg.required:
+                problems.append((None, f"`{self.name}` is missing its required argument `{arg.name}`"))
+            else:
+                out[arg.name] = arg.type(arg.default)
+        return out, problems
+
+
+def _describe(v) -> str:
+    from ..elaborate.values import describe
+    return describe(v)
+
+
+REGISTRY: dict[str, Op] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    """Class decorator: add an op to the registry under ``cls.name``."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"op {cls.name} registered twice")
+    if not cls.__doc__:
+        raise ValueError(f"op {cls.name} needs a docstring")
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_op(name: str) -> Op | None:
+    from . import activations, layers, structure  # noqa: F401  (registration side effects)
+    return REGISTRY.get(name)
+
+
+def all_ops() -> dict[str, Op]:
+    from . import activations, layers, structure  # noqa: F401
+    return dict(REGISTRY)
+
+
+# ------------------------------------------------------------------ shape helpers
+
+
+def expect_rank(op: str, x: Shape, rank: int, what: str) -> None:
+    if len(x) != rank:
+        raise ShapeError(f"`{op}` expects {what}, got a tensor of shape {fmt_shape(x)}",
+                         f"input is {fmt_shape(x)}")
+
+
+def fmt_shape(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def window_out(op: str, size: int, k: int, s: int, p: int, d: int, ceil_mode: bool, axis: str) -> int:
+    """Output length of a sliding window (conv or pool) along one axis, with torch's rules."""
+    span = d * (k - 1) + 1
+    if size + 2 * p < span:
+        raise ShapeError(f"`{op}` kernel ({span} after dilation) is larger than its padded input "
+                         f"({size} + 2x{p} = {size + 2 * p}) along {axis}",
+                         f"kernel {span} > padded {axis} {size + 2 * p}", arg="kernel_size")
+    num = size + 2 * p - span
+    if ceil_mode:
+        out = -(-num // s) + 1
+        if (out - 1) * s >= size + p:
+            out -= 1
+    else:
+        out = num // s + 1
+    if out < 1:
+        raise ShapeError(f"`{op}` output {axis} would be {out}", f"{axis} becomes {out}")
+    return out

@@ -1,0 +1,1 @@
+"""Analysis passes over the IR (pure Python, no torch)."""

@@ -1,0 +1,133 @@
+"""The public entry point: ``load_spec`` turns spec text into a checked :class:`Spec`."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from .diagnostics import Collector, Diagnostic, SpecError
+from .elaborate.elaborator import Elaborator, Override
+from .elaborate.loader import DiskFS, Loader, MemoryFS
+from .elaborate.values import render, to_value
+from .ir import Graph
+
+__all__ = ["Spec", "load_spec", "Override"]
+
+
+@dataclass
+class Spec:
+    """A parsed, elaborated and shape-checked model.
+
+    ``ir`` is the IR graph; ``build()`` compiles it to an ``nn.Module``. ``sources`` maps
+    every spec file read (relative to the main file) to its text, so a checkpoint can
+    rebuild the model without the original files.
+    """
+
+    ir: Graph
+    sources: dict[str, str]
+    main: str
+    overrides: dict[str, str] = field(default_factory=dict)
+    input_override: tuple[int, ...] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.ir.name
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.ir.input_shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.ir.output_shape
+
+    @property
+    def num_params(self) -> int:
+        """Trainable parameter elements (torchvision's ``num_params`` convention)."""
+        return self.ir.num_params
+
+    @property
+    def macs(self) -> int:
+        return self.ir.macs
+
+    def build(self, device=None, dtype=None):
+        """Compile to an ``nn.Module`` on ``device`` (e.g. ``"cpu"``, ``"cuda"``, ``"meta"``) and ``dtype``."""
+        from .backends.torch_backend import build_module
+        return build_module(self.ir, device=device, dtype=dtype)
+
+    def save_checkpoint(self, path, module) -> None:
+        """Save sources, overrides and ``module``'s weights so ``load_checkpoint`` rebuilds it."""
+        from .backends.checkpoint import save_checkpoint
+        save_checkpoint(self, module, path)
+
+
+def _is_path(spec) -> bool:
+    if isinstance(spec, os.PathLike):
+        return True
+    return "\n" not in spec and "{" not in spec and "=" not in spec
+
+
+def load_spec(spec, *, model: str | None = None, input_shape=None, **overrides) -> Spec:
+    """Load, elaborate and shape-check a spec.
+
+    ``spec`` is a path to a ``.arch`` file or spec text. Keyword ``overrides`` set model
+    parameters (``num_classes=10``); values may be Python values or :class:`Override`
+    expression text. ``input_shape=(C, H, W)`` replaces the declared input. ``model``
+    picks one model when the file defines several. Raises :class:`SpecError`.
+    """
+    if _is_path(spec):
+        fs = DiskFS()
+        key = os.path.abspath(os.fspath(spec))
+        try:
+            text = fs.read(key)
+        except (OSError, UnicodeDecodeError) as e:
+            raise SpecError([Diagnostic(f"cannot read spec file {os.fspath(spec)}: "
+                                        f"{e.strerror if isinstance(e, OSError) else e}")]) from None
+        return _load(fs, key, fs.display(key), text, model, input_shape, overrides)
+    fs = DiskFS()
+    key = os.path.join(os.getcwd(), "<string>")
+    return _load(fs, key, "<string>", spec, model, input_shape, overrides)
+
+
+def load_sources(sources: dict[str, str], main: str, *, model=None, input_shape=None, **overrides) -> Spec:
+    """Load a spec from in-memory files (``{relative path: text}``), e.g. from a checkpoint."""
+    fs = MemoryFS(sources)
+    return _load(fs, main, main, sources[main], model, input_shape, overrides)
+
+
+def _load(fs, key, display, text, model, input_shape, overrides) -> Spec:
+    timings = {}
+    t0 = time.perf_counter()
+    collector = Collector()
+    loader = Loader(fs, collector)
+    loaded = loader.load_text(text, key, display)
+    t1 = time.perf_counter()
+    timings["parse"] = t1 - t0
+    collector.raise_if_any()
+    if not loaded.models:
+        raise SpecError([Diagnostic(f"{display} defines no model",
+                                    help="add `model NAME input CxHxW { ... }` or `model NAME input CxHxW = Block(...)`")])
+    if model is None:
+        if len(loaded.models) > 1:
+            raise SpecError([Diagnostic(f"{display} defines several models ({', '.join(loaded.models)}); "
+                                        "choose one with --model")])
+        model = next(iter(loaded.models))
+    if model not in loaded.models:
+        from .diagnostics import did_you_mean
+        raise SpecError([Diagnostic(f"{display} has no model `{model}`",
+                                    help=did_you_mean(model, loaded.models) or
+                                    f"models: {', '.join(loaded.models)}")])
+    values = {k: (v if isinstance(v, Override) else to_value(v)) for k, v in overrides.items()}
+    elab = Elaborator(collector)
+    shape = tuple(input_shape) if input_shape is not None else None
+    graph = elab.model(loaded.models[model], loaded.globals, values, shape)
+    timings["elaborate"] = time.perf_counter() - t1
+    collector.raise_if_any()
+    assert graph is not None
+    base = os.path.dirname(key) if isinstance(fs, DiskFS) else ""
+    rel = (lambda k: os.path.relpath(k, base).replace(os.sep, "/")) if isinstance(fs, DiskFS) else (lambda k: k)
+    sources = {rel(k): t for k, t in loader.texts.items()}
+    texts = {k: (v.text if isinstance(v, Override) else render(v)) for k, v in values.items()}
+    return Spec(graph, sources, rel(key), texts, shape, timings)

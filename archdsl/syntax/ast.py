@@ -1,0 +1,236 @@
+"""The archdsl abstract syntax tree: frozen dataclasses, each carrying the Span it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from ..diagnostics import Span
+
+# ---------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True)
+class Literal:
+    """An int, float, string, bool or none literal."""
+    value: object
+    span: Span
+
+
+@dataclass(frozen=True)
+class Name:
+    """A reference to a parameter, `let` binding, block or built-in."""
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class InShape:
+    """The `in` keyword: the shape of the tensor flowing into the current statement."""
+    span: Span
+
+
+@dataclass(frozen=True)
+class ListExpr:
+    items: tuple["Expr", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class ListComp:
+    """`[elt for a, b in iterable if cond]`."""
+    elt: "Expr"
+    targets: tuple[str, ...]
+    iterable: "Expr"
+    cond: "Expr | None"
+    span: Span
+
+
+@dataclass(frozen=True)
+class DictExpr:
+    pairs: tuple[tuple["Expr", "Expr"], ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class BinOp:
+    """Arithmetic (`+ - * / // % **`), comparison (`== != < <= > >=`) or boolean (`and or`)."""
+    op: str
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class UnaryOp:
+    """`-x`, `+x` or `not x`."""
+    op: str
+    operand: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class IfExpr:
+    """`if cond then a else b`."""
+    cond: "Expr"
+    then: "Expr"
+    otherwise: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Index:
+    obj: "Expr"
+    index: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Attr:
+    obj: "Expr"
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One call argument; ``name`` is None for a positional one."""
+    name: str | None
+    value: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Call:
+    """`f(args)`: a built-in function in expressions; an op or block in statements."""
+    func: str
+    args: tuple[Arg, ...]
+    span: Span
+    func_span: Span
+
+
+Expr = Union[Literal, Name, InShape, ListExpr, ListComp, DictExpr, BinOp, UnaryOp, IfExpr, Index, Attr, Call]
+
+# ---------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True)
+class Label:
+    """A child's name: a plain name, or a string template such as ``"layer{i + 1}"``."""
+    text: str
+    is_template: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class Let:
+    name: str
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class InitRule:
+    """`init conv2d.weight = kaiming_normal(...)` (by op) or `init "fc".weight = ...` (by path glob)."""
+    target: str
+    by_path: bool
+    param: str
+    call: Call
+    span: Span
+
+
+@dataclass(frozen=True)
+class Seq:
+    """`seq { ... }`: a sub-module whose statements run in order."""
+    body: tuple["Stmt", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class For:
+    """`for a, b in iterable { ... }`: repetition driven by data."""
+    targets: tuple[str, ...]
+    iterable: Expr
+    body: tuple["Stmt", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Residual:
+    """`residual { body } shortcut if cond { ... }`: body(x) + shortcut(x) (identity by default)."""
+    body: tuple["Stmt", ...]
+    shortcut: tuple["Stmt", ...] | None
+    shortcut_cond: Expr | None
+    span: Span
+    shortcut_span: Span | None
+
+
+@dataclass(frozen=True)
+class Concat:
+    """`concat(dim = 1) { branch; branch; ... }`: every branch reads the same input."""
+    args: tuple[Arg, ...]
+    body: tuple["Stmt", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class If:
+    """`if c { } elif d { } else { }`: statements chosen at elaboration time."""
+    branches: tuple[tuple[Expr, tuple["Stmt", ...]], ...]
+    otherwise: tuple["Stmt", ...] | None
+    span: Span
+
+
+Node = Union[Call, Seq, For, Residual, Concat]
+
+
+@dataclass(frozen=True)
+class Labelled:
+    label: Label
+    node: Node
+    span: Span
+
+
+Stmt = Union[Let, InitRule, Labelled, Call, Seq, For, Residual, Concat, If]
+
+# ---------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str | None
+    default: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Use:
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class BlockDecl:
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class ModelDecl:
+    """A model: either a full body, or ``= Block(args)`` whose parameters it takes over."""
+    name: str
+    params: tuple[Param, ...]
+    input: Expr | None
+    body: tuple[Stmt, ...] | None
+    call: Call | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Module:
+    """One parsed .arch file."""
+    items: tuple[Union[Use, Let, BlockDecl, ModelDecl], ...]
+    source_name: str

@@ -1,0 +1,355 @@
+"""Parse .arch text into the AST: a Lark LALR parser plus a transformer that attaches spans.
+
+Syntax errors become :class:`~archdsl.diagnostics.SpecError` with a located diagnostic that
+names, in words, what was expected at that point.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from ..diagnostics import Diagnostic, Source, Span, SpecError
+from . import ast
+
+KEYWORDS = ("use", "let", "block", "model", "input", "init", "seq", "for", "in", "residual",
+            "shortcut", "concat", "if", "elif", "else", "then", "and", "or", "not", "true",
+            "false", "none")
+
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "SHAPE": "a shape such as 3x224x224",
+    "COMP_OP": "a comparison",
+    "ADD_OP": "`+` or `-`",
+    "MUL_OP": "`*`, `/`, `//` or `%`",
+    "POW": "`**`",
+    "$END": "end of file",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def grammar_text() -> str:
+    """The Lark grammar of the language."""
+    return resources.files("archdsl.syntax").joinpath("grammar.lark").read_text()
+
+
+@functools.lru_cache(maxsize=None)
+def lark_parser(strict: bool = False) -> Lark:
+    """The LALR parser (built once per process; ``strict=True`` also checks for conflicts)."""
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                strict=strict)
+
+
+def _describe_terminal(name: str) -> str:
+    if name in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[name]
+    term = lark_parser().get_terminal(name)
+    pattern = term.pattern.value
+    return f"`{pattern}`"
+
+
+def expected_words(names) -> str:
+    words = sorted({_describe_terminal(n) for n in names if not n.startswith("__")})
+    if not words:
+        return "something else"
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _unescape(raw: str) -> str:
+    body = raw[1:-1]
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
+
+
+class _ToAst(Transformer):
+    """Lark tree -> AST; every node gets the Span of the text it covers."""
+
+    def __init__(self, source: Source):
+        super().__init__()
+        self.source = source
+
+    def _span(self, meta) -> Span:
+        return Span(self.source, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tspan(self, tok: Token) -> Span:
+        return Span(self.source, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    # -------------------------------------------------------------- declarations
+    @v_args(meta=True)
+    def start(self, meta, items):
+        return ast.Module(tuple(i for i in items if i is not None), self.source.name)
+
+    @v_args(meta=True)
+    def use_decl(self, meta, c):
+        return ast.Use(_unescape(c[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def let_decl(self, meta, c):
+        return ast.Let(str(c[0]), c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def block_decl(self, meta, c):
+        return ast.BlockDecl(str(c[0]), c[1] or (), c[2], self._span(meta))
+
+    @v_args(meta=True)
+    def model_alias(self, meta, c):
+        return ast.ModelDecl(str(c[0]), (), c[1], None, c[2], self._span(meta))
+
+    @v_args(meta=True)
+    def model_full(self, meta, c):
+        return ast.ModelDecl(str(c[0]), c[1] or (), c[2], c[3], None, self._span(meta))
+
+    @v_args(meta=True)
+    def input_clause(self, meta, c):
+        v = c[0]
+        if isinstance(v, Token):  # SHAPE literal such as 3x224x224
+            sp = self._tspan(v)
+            return ast.ListExpr(tuple(ast.Literal(int(d), sp) for d in re.findall(r"\d+", v)), sp)
+        return v
+
+    def params(self, c):
+        return tuple(c)
+
+    @v_args(meta=True)
+    def param(self, meta, c):
+        return ast.Param(str(c[0]), str(c[1]) if c[1] is not None else None, c[2], self._span(meta))
+
+    def body(self, c):
+        return tuple(s for s in c if s is not None)
+
+    # -------------------------------------------------------------- statements
+    @v_args(meta=True)
+    def init_stmt(self, meta, c):
+        target, param, call = c
+        by_path = target.type == "STRING"
+        return ast.InitRule(_unescape(target) if by_path else str(target), by_path, str(param), call,
+                            self._span(meta))
+
+    @v_args(meta=True)
+    def labelled(self, meta, c):
+        return ast.Labelled(c[0], c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def label(self, meta, c):
+        tok = c[0]
+        if tok.type == "STRING":
+            return ast.Label(_unescape(tok), True, self._span(meta))
+        return ast.Label(str(tok), False, self._span(meta))
+
+    @v_args(meta=True)
+    def seq_node(self, meta, c):
+        return ast.Seq(c[0], self._span(meta))
+
+    @v_args(meta=True)
+    def for_node(self, meta, c):
+        return ast.For(c[0], c[1], c[2], self._span(meta))
+
+    def targets(self, c):
+        return tuple(str(t) for t in c)
+
+    @v_args(meta=True)
+    def residual_node(self, meta, c):
+        body, short = c
+        if short is None:
+            return ast.Residual(body, None, None, self._span(meta), None)
+        cond, sbody, sspan = short
+        return ast.Residual(body, sbody, cond, self._span(meta), sspan)
+
+    @v_args(meta=True)
+    def shortcut(self, meta, c):
+        return (c[0], c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def concat_node(self, meta, c):
+        return ast.Concat(c[0] or (), c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def if_stmt(self, meta, c):
+        branches = [(c[0], c[1])]
+        rest = c[2:]
+        otherwise = rest[-1] if rest else None
+        for e in rest[:-1]:
+            branches.append(e)
+        return ast.If(tuple(branches), otherwise, self._span(meta))
+
+    def elif_clause(self, c):
+        return (c[0], c[1])
+
+    # -------------------------------------------------------------- expressions
+    @v_args(meta=True)
+    def conditional(self, meta, c):
+        return ast.IfExpr(c[0], c[1], c[2], self._span(meta))
+
+    @v_args(meta=True)
+    def or_op(self, meta, c):
+        return ast.BinOp("or", c[0], c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def and_op(self, meta, c):
+        return ast.BinOp("and", c[0], c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def not_op(self, meta, c):
+        return ast.UnaryOp("not", c[0], self._span(meta))
+
+    @v_args(meta=True)
+    def compare(self, meta, c):
+        return ast.BinOp(str(c[1]), c[0], c[2], self._span(meta))
+
+    @v_args(meta=True)
+    def binop(self, meta, c):
+        return ast.BinOp(str(c[1]), c[0], c[2], self._span(meta))
+
+    @v_args(meta=True)
+    def unary(self, meta, c):
+        return ast.UnaryOp(str(c[0]), c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def index(self, meta, c):
+        return ast.Index(c[0], c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def attr(self, meta, c):
+        return ast.Attr(c[0], str(c[1]), self._span(meta))
+
+    @v_args(meta=True)
+    def int_lit(self, meta, c):
+        return ast.Literal(int(c[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def float_lit(self, meta, c):
+        return ast.Literal(float(c[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def str_lit(self, meta, c):
+        return ast.Literal(_unescape(c[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def true_lit(self, meta, c):
+        return ast.Literal(True, self._span(meta))
+
+    @v_args(meta=True)
+    def false_lit(self, meta, c):
+        return ast.Literal(False, self._span(meta))
+
+    @v_args(meta=True)
+    def none_lit(self, meta, c):
+        return ast.Literal(None, self._span(meta))
+
+    @v_args(meta=True)
+    def name(self, meta, c):
+        return ast.Name(str(c[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def in_shape(self, meta, c):
+        return ast.InShape(self._span(meta))
+
+    @v_args(meta=True)
+    def list(self, meta, c):
+        return ast.ListExpr(tuple(x for x in c if x is not None), self._span(meta))
+
+    @v_args(meta=True)
+    def list_comp(self, meta, c):
+        return ast.ListComp(c[0], c[1], c[2], c[3], self._span(meta))
+
+    @v_args(meta=True)
+    def dict(self, meta, c):
+        return ast.DictExpr(tuple(p for p in c if p is not None), self._span(meta))
+
+    def pair(self, c):
+        return (c[0], c[1])
+
+    @v_args(meta=True)
+    def call(self, meta, c):
+        return ast.Call(str(c[0]), c[1] or (), self._span(meta), self._tspan(c[0]))
+
+    def args(self, c):
+        return tuple(c)
+
+    @v_args(meta=True)
+    def arg(self, meta, c):
+        return ast.Arg(None, c[0], self._span(meta))
+
+    @v_args(meta=True)
+    def kwarg(self, meta, c):
+        return ast.Arg(str(c[0]), c[1], self._span(meta))
+
+
+def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
+    line, col = max(err.line, 1), max(err.column, 1)
+    if isinstance(err, UnexpectedToken) and err.token.type == "$END":
+        lines = source.text.splitlines() or [""]
+        line = len(lines)
+        col = len(lines[-1]) + 1
+    length = 1
+    found = "end of file"
+    if isinstance(err, UnexpectedToken) and err.token.type != "$END":
+        length = max(len(str(err.token)), 1)
+        found = f"`{err.token}`"
+    elif isinstance(err, UnexpectedCharacters):
+        found = f"`{source.text[err.pos_in_stream]}`"
+    span = Span(source, line, col, line, col + length)
+    expected = getattr(err, "expected", None) or getattr(err, "allowed", None) or set()
+    help_text = None
+    if isinstance(err, UnexpectedToken) and str(err.token) in KEYWORDS and "NAME" in expected:
+        help_text = f"`{err.token}` is a keyword and cannot be used as a name"
+    if isinstance(err, UnexpectedCharacters):
+        return Diagnostic(f"unexpected character {found}", span, "not valid here",
+                          help=f"expected {expected_words(expected)}" if expected else None)
+    return Diagnostic(f"syntax error: unexpected {found}", span, f"expected {expected_words(expected)}",
+                      help=help_text)
+
+
+def parse(text: str, name: str = "<string>") -> ast.Module:
+    """Parse spec text into an :class:`ast.Module`; raises SpecError on a syntax error."""
+    source = Source(name, text)
+    try:
+        tree = lark_parser().parse(text)
+    except UnexpectedEOF as err:
+        raise SpecError([_syntax_diagnostic(err, source)]) from None
+    except UnexpectedInput as err:
+        raise SpecError([_syntax_diagnostic(err, source)]) from None
+    try:
+        return _ToAst(source).transform(tree)
+    except VisitError as err:  # pragma: no cover - a transformer bug, not a user error
+        raise err.orig_exc
+
+
+def parse_expression(text: str, span: Span) -> ast.Expr:
+    """Parse an expression inside a string template (``"layer{i + 1}"``) or a ``--set`` value."""
+    wrapped = f"let _ = {text}"
+    source = Source(span.source.name, wrapped)
+    try:
+        tree = lark_parser().parse(wrapped)
+    except UnexpectedInput as err:
+        raise SpecError([Diagnostic(f"invalid expression `{text}`", span,
+                                    f"expected {expected_words(getattr(err, 'expected', None) or getattr(err, 'allowed', None) or set())}")]) from None
+    module = _ToAst(source).transform(tree)
+    if len(module.items) != 1 or not isinstance(module.items[0], ast.Let):
+        raise SpecError([Diagnostic(f"invalid expression `{text}`", span)])
+    return _respan(module.items[0].value, span)
+
+
+def _respan(expr, span: Span):
+    """Give every node of an expression parsed out of context the span of its container."""
+    import dataclasses
+    if isinstance(expr, tuple):
+        return tuple(_respan(e, span) for e in expr)
+    if not dataclasses.is_dataclass(expr):
+        return expr
+    changes = {}
+    for f in dataclasses.fields(expr):
+        v = getattr(expr, f.name)
+        if isinstance(v, Span):
+            changes[f.name] = span
+        elif dataclasses.is_dataclass(v) or isinstance(v, tuple):
+            changes[f.name] = _respan(v, span)
+    return dataclasses.replace(expr, **changes)

@@ -1,0 +1,29 @@
+"""Helpers for tests and benchmarks that compare archdsl with torchvision.
+
+``import_torchvision()`` is the one place that works around torchvision 0.28's compiled
+ops failing to load on the CPU build of torch 2.13: torchvision then crashes while
+registering fake kernels for ``torchvision::nms`` and ``torchvision::qnms``. Defining
+those two operator schemas first lets the import (models and weights metadata) succeed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+@functools.lru_cache(maxsize=None)
+def import_torchvision():
+    """Import and return ``torchvision``, defining the missing operator schemas if needed."""
+    import torch
+    try:
+        torch.ops.torchvision.nms  # noqa: B018  (raises when the schema does not exist)
+        has_nms = True
+    except (AttributeError, RuntimeError):
+        has_nms = False
+    if not has_nms:
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
+        import_torchvision._lib = lib  # keep the library (and its definitions) alive
+    import torchvision
+    return torchvision
