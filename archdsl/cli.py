@@ -53,6 +53,14 @@ def _load(args):
     return load_spec(args.spec, model=args.model, input_shape=shape, **parse_sets(args.set))
 
 
+def fmt_count(n: float) -> str:
+    """1234567 -> '1.235 M' (G, M and k prefixes; small numbers as they are)."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3f} {unit}"
+    return f"{n:g}"
+
+
 def _fmt_shape(shape) -> str:
     return "x".join(str(d) for d in shape)
 
@@ -87,7 +95,7 @@ def cmd_check(args) -> int:
     out.append(fmt(tuple("-" * w for w in widths)))
     out.extend(fmt(r) for r in rows)
     out.append("")
-    out.append(f"params: {spec.num_params:,}   MACs: {spec.macs / 1e9:.3f} G   "
+    out.append(f"params: {spec.num_params:,}   MACs: {fmt_count(spec.macs)}   "
                f"({len(rows)} layers, no errors)")
     print("\n".join(out))
     return 0
@@ -112,7 +120,7 @@ def cmd_compile(args) -> int:
         ("input", _fmt_shape(spec.input_shape)),
         ("output", _fmt_shape(spec.output_shape)),
         ("params", f"{spec.num_params:,}"),
-        ("MACs", f"{spec.macs / 1e9:.3f} G (torchvision's \"GFLOPS\"); FLOPs {2 * spec.macs / 1e9:.3f} G"),
+        ("MACs", f"{fmt_count(spec.macs)} (torchvision's \"GFLOPS\" figure); FLOPs = 2 x MACs = {fmt_count(2 * spec.macs)}"),
         ("device", f"{device}, {args.dtype}"),
         ("build", f"{build_s * 1000:.0f} ms"),
     ]

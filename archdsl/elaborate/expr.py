@@ -8,12 +8,13 @@ Every failure (unknown name, division by zero, index out of range, wrong types) 
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Callable
 
 from ..diagnostics import Diagnostic, Span, did_you_mean
 from ..syntax import ast
-from .values import BlockRef, OpRef, ShapeValue, _MISSING, describe
+from .values import BlockRef, OpRef, ShapeValue, _MISSING, describe, render
 
 MAX_LIST = 1_000_000
 
@@ -200,7 +201,7 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
 
 def evaluate(e: ast.Expr, env: Env, in_shape: ShapeValue | None = None):
     """Evaluate an expression; ``in_shape`` is the value of ``in`` (None where it is not available)."""
-    return _Evaluator(env, in_shape).eval(e)
+    return _Evaluator(env, in_shape).value_of(e)
 
 
 class _Evaluator:
@@ -208,7 +209,7 @@ class _Evaluator:
         self.env = env
         self.in_shape = in_shape
 
-    def eval(self, e):
+    def value_of(self, e):
         method = getattr(self, "e_" + type(e).__name__)
         return method(e)
 
@@ -229,32 +230,32 @@ class _Evaluator:
         return self.in_shape
 
     def e_ListExpr(self, e):
-        return tuple(self.eval(x) for x in e.items)
+        return tuple(self.value_of(x) for x in e.items)
 
     def e_DictExpr(self, e):
         out = {}
         for k, v in e.pairs:
-            key = self.eval(k)
+            key = self.value_of(k)
             if not isinstance(key, (str, int, bool)) and key is not None:
                 fail(f"a dict key must be a string or number, got {describe(key)}", k.span)
-            out[key] = self.eval(v)
+            out[key] = self.value_of(v)
         return out
 
     def e_ListComp(self, e):
         out = []
-        for item in _seq(self.eval(e.iterable), e.iterable.span):
+        for item in _seq(self.value_of(e.iterable), e.iterable.span):
             scope = self.env.child(bind_targets(e.targets, item, e.span))
             sub = _Evaluator(scope, self.in_shape)
-            if e.cond is not None and not truth(sub.eval(e.cond), e.cond.span):
+            if e.cond is not None and not truth(sub.value_of(e.cond), e.cond.span):
                 continue
-            out.append(sub.eval(e.elt))
+            out.append(sub.value_of(e.elt))
         return tuple(out)
 
     def e_IfExpr(self, e):
-        return self.eval(e.then) if truth(self.eval(e.cond), e.cond.span) else self.eval(e.otherwise)
+        return self.value_of(e.then) if truth(self.value_of(e.cond), e.cond.span) else self.value_of(e.otherwise)
 
     def e_UnaryOp(self, e):
-        v = self.eval(e.operand)
+        v = self.value_of(e.operand)
         if e.op == "not":
             return not truth(v, e.operand.span)
         v = _num(v, e.operand.span)
@@ -262,21 +263,20 @@ class _Evaluator:
 
     def e_BinOp(self, e):
         if e.op in ("and", "or"):
-            left = truth(self.eval(e.left), e.left.span)
+            left = truth(self.value_of(e.left), e.left.span)
             if e.op == "and" and not left:
                 return False
             if e.op == "or" and left:
                 return True
-            return truth(self.eval(e.right), e.right.span)
-        a, b = self.eval(e.left), self.eval(e.right)
+            return truth(self.value_of(e.right), e.right.span)
+        a, b = self.value_of(e.left), self.value_of(e.right)
         return binary(e.op, a, b, e)
 
     def e_Index(self, e):
-        obj, idx = self.eval(e.obj), self.eval(e.index)
+        obj, idx = self.value_of(e.obj), self.value_of(e.index)
         if isinstance(obj, dict):
             if idx not in obj:
-                fail(f"key {describe(idx)} is not in the dict", e.index.span, "no such key",
-                     did_you_mean(str(idx), [str(k) for k in obj]) if isinstance(idx, str) else None)
+                fail(f"key {render(idx)} is not in the dict", e.index.span, "no such key", _key_help(idx, obj))
             return obj[idx]
         seq = _seq(obj, e.obj.span)
         i = _int(idx, e.index.span)
@@ -286,15 +286,19 @@ class _Evaluator:
         return seq[i]
 
     def e_Attr(self, e):
-        obj = self.eval(e.obj)
+        obj = self.value_of(e.obj)
+        # the attribute name is the last thing in the expression's span
+        sp = e.span
+        name_span = Span(sp.source, sp.end_line, max(sp.end_column - len(e.name), 1), sp.end_line, sp.end_column)
         if isinstance(obj, ShapeValue):
             v = obj.attribute(e.name)
             if v is _MISSING:
                 valid = [n for n in ShapeValue.attribute_names() if obj.attribute(n) is not _MISSING]
-                fail(f"the incoming shape {'x'.join(map(str, obj.shape))} has no attribute `{e.name}`", e.span,
-                     help=did_you_mean(e.name, valid) or f"available: {', '.join(valid)}")
+                fail(f"the incoming shape {'x'.join(map(str, obj.shape))} has no attribute `{e.name}`", name_span,
+                     "no such attribute", help=did_you_mean(e.name, valid) or f"available: {', '.join(valid)}")
             return v
-        fail(f"{describe(obj)} has no attribute `{e.name}`", e.span)
+        fail(f"{describe(obj)} has no attribute `{e.name}`", name_span, "no such attribute",
+             help="only the incoming shape `in` has attributes")
 
     def e_Call(self, e):
         f = self.env.lookup(e.func)
@@ -307,9 +311,9 @@ class _Evaluator:
         args, kwargs = [], {}
         for a in e.args:
             if a.name is None:
-                args.append(self.eval(a.value))
+                args.append(self.value_of(a.value))
             else:
-                kwargs[a.name] = self.eval(a.value)
+                kwargs[a.name] = self.value_of(a.value)
         n = len(args) + len(kwargs)
         if not f.min_args <= n <= f.max_args:
             want = str(f.min_args) if f.min_args == f.max_args else f"{f.min_args} to {f.max_args}"
@@ -318,6 +322,20 @@ class _Evaluator:
             return f.fn(e.span, *args, **kwargs)
         except TypeError:
             fail(f"invalid arguments to `{f.name}`", e.span, help=f"{f.name}: {f.doc}")
+
+
+def _key_help(key, d: dict) -> str | None:
+    """Did-you-mean for a missing dict key (case differences first), else the keys there are."""
+    keys = list(d)
+    if isinstance(key, str):
+        same_case = [k for k in keys if isinstance(k, str) and k.lower() == key.lower()]
+        close = same_case or difflib.get_close_matches(key, [k for k in keys if isinstance(k, str)], n=1, cutoff=0.6)
+        if close:
+            return f"did you mean {render(close[0])}?"
+    if not keys:
+        return "the dict is empty"
+    shown = ", ".join(render(k) for k in keys[:10]) + (", ..." if len(keys) > 10 else "")
+    return f"keys: {shown}"
 
 
 def truth(v, span) -> bool:

@@ -55,13 +55,40 @@ def _describe_terminal(name: str) -> str:
     return f"`{pattern}`"
 
 
+_OPERATORS = {"ADD_OP", "MUL_OP", "POW", "COMP_OP", "AND", "OR"}
+_BINARY_ONLY = {"MUL_OP", "POW", "COMP_OP", "AND", "OR"}
+
+
 def expected_words(names) -> str:
-    words = sorted({_describe_terminal(n) for n in names if not n.startswith("__")})
+    names = {n for n in names if not n.startswith("__")}
+    words = set()
+    if len(names & _BINARY_ONLY) >= 2:  # after a complete operand: any operator may follow
+        names -= _OPERATORS
+        words.add("an operator")
+    words |= {_describe_terminal(n) for n in names}
+    words = sorted(words)
     if not words:
         return "something else"
     if len(words) == 1:
         return words[0]
     return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def expected_terminals(err: UnexpectedInput) -> set[str]:
+    """The terminals the parser would really accept where ``err`` happened.
+
+    LALR lookahead sets (``err.expected``) merge the contexts of a state and may list
+    tokens that cannot follow here; the interactive parser tries each one instead.
+    """
+    ip = getattr(err, "interactive_parser", None)
+    if ip is not None:
+        try:
+            accepted = set(ip.accepts())
+        except Exception:  # pragma: no cover - fall back to the lookahead set
+            accepted = set()
+        if accepted:
+            return accepted
+    return set(getattr(err, "expected", None) or getattr(err, "allowed", None) or ())
 
 
 def _unescape(raw: str) -> str:
@@ -117,6 +144,9 @@ class _ToAst(Transformer):
 
     def params(self, c):
         return tuple(c)
+
+    def block_type(self, c):
+        return "block"
 
     @v_args(meta=True)
     def param(self, meta, c):
@@ -283,9 +313,56 @@ class _ToAst(Transformer):
         return ast.Arg(str(c[0]), c[1], self._span(meta))
 
 
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+
+
+def _unclosed_delimiter(text: str):
+    """(char, line, column) of the bracket most likely left unclosed at the end of ``text``, or None.
+
+    Brackets are matched as usual, except that a closer starting its own line is matched
+    with the innermost opener on a line of the same indentation: the openers skipped over
+    are the unclosed ones (the layout shows which block the user meant to close).
+    """
+    stack: list[tuple[str, int, int, int]] = []  # (char, line, col, indent of its line)
+    skipped: list[tuple[str, int, int, int]] = []
+    lines = text.split("\n")
+    for lineno, line in enumerate(lines, 1):
+        indent = len(line) - len(line.lstrip(" \t"))
+        i = 0
+        while i < len(line):
+            ch = line[i]
+            if ch == "#":
+                break
+            if ch == '"':
+                i += 1
+                while i < len(line) and line[i] != '"':
+                    i += 2 if line[i] == "\\" else 1
+            elif ch in "([{":
+                stack.append((ch, lineno, i + 1, indent))
+            elif ch in _CLOSERS:
+                match = len(stack) - 1
+                if i == indent:  # the closer starts its line
+                    for k in range(len(stack) - 1, -1, -1):
+                        if stack[k][0] == _CLOSERS[ch] and stack[k][3] == indent:
+                            match = k
+                            break
+                if match >= 0 and stack[match][0] == _CLOSERS[ch]:
+                    skipped.extend(stack[match + 1:])
+                    del stack[match:]
+                elif stack:
+                    stack.pop()
+            i += 1
+    unclosed = skipped + stack
+    if not unclosed:
+        return None
+    ch, line, col, _ = max(unclosed, key=lambda t: (t[1], t[2]))
+    return ch, line, col
+
+
 def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
     line, col = max(err.line, 1), max(err.column, 1)
-    if isinstance(err, UnexpectedToken) and err.token.type == "$END":
+    at_end = isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END")
+    if at_end:
         lines = source.text.splitlines() or [""]
         line = len(lines)
         col = len(lines[-1]) + 1
@@ -297,15 +374,39 @@ def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
     elif isinstance(err, UnexpectedCharacters):
         found = f"`{source.text[err.pos_in_stream]}`"
     span = Span(source, line, col, line, col + length)
-    expected = getattr(err, "expected", None) or getattr(err, "allowed", None) or set()
-    help_text = None
-    if isinstance(err, UnexpectedToken) and str(err.token) in KEYWORDS and "NAME" in expected:
-        help_text = f"`{err.token}` is a keyword and cannot be used as a name"
+    expected = expected_terminals(err)
     if isinstance(err, UnexpectedCharacters):
+        if found == '`"`':
+            return Diagnostic("unterminated string", Span(source, line, col, line, len(source.line(line)) + 1),
+                              "this string has no closing `\"`", help="a string must end on the line it starts")
         return Diagnostic(f"unexpected character {found}", span, "not valid here",
                           help=f"expected {expected_words(expected)}" if expected else None)
-    return Diagnostic(f"syntax error: unexpected {found}", span, f"expected {expected_words(expected)}",
-                      help=help_text)
+    label = f"expected {expected_words(expected)}"
+    help_text, notes = None, ()
+    if isinstance(err, UnexpectedToken) and str(err.token) in KEYWORDS and "NAME" in expected:
+        help_text = f"`{err.token}` is a keyword and cannot be used as a name"
+    elif isinstance(err, UnexpectedToken) and str(err.token) in (":", "=", "("):
+        before = re.search(r"([A-Za-z_][A-Za-z_0-9]*)\s*$", source.text[:err.token.start_pos])
+        if before and before.group(1) in KEYWORDS:
+            help_text = f"`{before.group(1)}` is a keyword and cannot be used as a name"
+    if at_end:
+        unclosed = _unclosed_delimiter(source.text)
+        if unclosed is not None:
+            ch, uline, ucol = unclosed
+            closer = {v: k for k, v in _CLOSERS.items()}[ch]
+            if {"(": "RPAR", "[": "RSQB", "{": "RBRACE"}[ch] in expected:
+                label = f"expected `{closer}`"
+            notes = (f"the `{ch}` opened at {source.name}:{uline}:{ucol} is never closed",)
+    return Diagnostic(f"syntax error: unexpected {found}", span, label, help=help_text, notes=notes)
+
+
+def _keyword_names(tree, source: Source) -> list[Diagnostic]:
+    """Keywords are reserved: where the parser could only read a name, the lexer lets a keyword
+    through as a NAME token (``let in = 3``, ``block B(if: int)``); reject those here."""
+    return [Diagnostic(f"`{tok}` is a keyword and cannot be used as a name",
+                       Span(source, tok.line, tok.column, tok.end_line, tok.end_column), "reserved word",
+                       help="choose another name")
+            for tok in tree.scan_values(lambda v: isinstance(v, Token) and v.type == "NAME" and v in KEYWORDS)]
 
 
 def parse(text: str, name: str = "<string>") -> ast.Module:
@@ -313,10 +414,11 @@ def parse(text: str, name: str = "<string>") -> ast.Module:
     source = Source(name, text)
     try:
         tree = lark_parser().parse(text)
-    except UnexpectedEOF as err:
-        raise SpecError([_syntax_diagnostic(err, source)]) from None
     except UnexpectedInput as err:
         raise SpecError([_syntax_diagnostic(err, source)]) from None
+    reserved = _keyword_names(tree, source)
+    if reserved:
+        raise SpecError(reserved)
     try:
         return _ToAst(source).transform(tree)
     except VisitError as err:  # pragma: no cover - a transformer bug, not a user error
@@ -331,7 +433,7 @@ def parse_expression(text: str, span: Span) -> ast.Expr:
         tree = lark_parser().parse(wrapped)
     except UnexpectedInput as err:
         raise SpecError([Diagnostic(f"invalid expression `{text}`", span,
-                                    f"expected {expected_words(getattr(err, 'expected', None) or getattr(err, 'allowed', None) or set())}")]) from None
+                                    f"expected {expected_words(expected_terminals(err))}")]) from None
     module = _ToAst(source).transform(tree)
     if len(module.items) != 1 or not isinstance(module.items[0], ast.Let):
         raise SpecError([Diagnostic(f"invalid expression `{text}`", span)])
