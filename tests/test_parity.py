@@ -26,14 +26,21 @@ def test_every_family_has_parity_cases():
         assert name in PARITY
 
 
-def _record_shapes(model, spec_ir):
+def assert_same_outputs_and_shapes(spec, ours, ref, x):
+    """Eval outputs equal within float32 rounding; every module's real output shape is the checker's."""
     shapes, hooks = {}, []
-    paths = {n.path for n in spec_ir.ops() if n.path is not None}
-    for path, module in model.named_modules():
-        if path in paths:
+    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None}
+    for path, module in ours.named_modules():
+        if path in expected:
             hooks.append(module.register_forward_hook(
                 lambda m, i, o, path=path: shapes.__setitem__(path, tuple(o.shape[1:]))))
-    return shapes, hooks
+    with torch.no_grad():
+        got, want = ours(x), ref(x)
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(got, want, rtol=1.3e-6, atol=1e-5)
+    assert tuple(got.shape[1:]) == spec.output_shape
+    assert shapes == expected
 
 
 @pytest.mark.parametrize("name", PARITY)
@@ -58,16 +65,7 @@ def test_torchvision_parity(name, tv):
     ours.eval()
     ref.eval()
     torch.manual_seed(1)
-    x = torch.randn(1, *spec.input_shape)
-    shapes, hooks = _record_shapes(ours, spec.ir)
-    with torch.no_grad():
-        got, want = ours(x), ref(x)
-    for h in hooks:
-        h.remove()
-    torch.testing.assert_close(got, want, rtol=1.3e-6, atol=1e-5)
-    assert tuple(got.shape[1:]) == spec.output_shape
-    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None}
-    assert shapes == expected
+    assert_same_outputs_and_shapes(spec, ours, ref, torch.randn(1, *spec.input_shape))
 
 
 @pytest.mark.parametrize("name", PARITY)
@@ -76,12 +74,4 @@ def test_torchvision_parity_odd_input(name, tv):
     ref = tv.models.get_model(name).eval()
     ours = spec.build().eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(2, *ODD)
-    shapes, hooks = _record_shapes(ours, spec.ir)
-    with torch.no_grad():
-        got, want = ours(x), ref(x)
-    for h in hooks:
-        h.remove()
-    torch.testing.assert_close(got, want, rtol=1.3e-6, atol=1e-5)
-    assert tuple(got.shape[1:]) == spec.output_shape
-    assert shapes == {n.path: n.shape for n in spec.ir.ops() if n.path is not None}
+    assert_same_outputs_and_shapes(spec, ours, ref, torch.randn(2, *ODD))
