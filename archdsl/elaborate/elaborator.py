@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..diagnostics import Collector, Diagnostic, Span, did_you_mean
+from ..diagnostics import Collector, Diagnostic, Span, SpecError, did_you_mean
 from ..ir import INPUT_ID, Graph, InitRule, Node, Scope
 from ..ops.init import INIT_FUNCS
 from ..ops.registry import Op, ShapeError, all_ops, fmt_shape, get_op
@@ -45,6 +45,7 @@ class Elaborator:
         self.rules: list[InitRule] = []
         self._next = 1
         self._spans_reported: set = set()
+        self._label_spans: dict[tuple[str, str], Span] = {}  # (scope path, name) -> label that gave it
 
     # ------------------------------------------------------------ diagnostics
     def error(self, d: Diagnostic) -> None:
@@ -109,8 +110,10 @@ class Elaborator:
             return None
         if (not isinstance(v, tuple) or not v or
                 any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in v)):
-            self.err("the input shape must be a list of positive integers", decl.input.span,
-                     f"this is {describe(v)}")
+            bad = [(i, d) for i, d in enumerate(v) if isinstance(d, bool) or not isinstance(d, int) or d < 1] \
+                if isinstance(v, tuple) else []
+            label = f"dimension {bad[0][0]} is {describe(bad[0][1])}" if bad else f"this is {describe(v)}"
+            self.err("the input shape must be a list of positive integers", decl.input.span, label)
             return None
         return v
 
@@ -301,10 +304,13 @@ class Elaborator:
                                        help="a name cannot be empty or contain `.`, spaces or punctuation"))
         for name, kind, ref in scope.children:
             if name == text:
-                first = self.nodes[ref].span if kind == "node" else self.scopes[ref].span
+                first = self._label_spans.get((scope.path, text))
+                if first is None:
+                    first = self.nodes[ref].span if kind == "node" else self.scopes[ref].span
                 raise EvalError(Diagnostic(f"duplicate module name `{text}` in `{scope.path or scope.block}`",
                                            label.span, "used again here",
                                            notes=(f"first used at {first.location}",) if first else ()))
+        self._label_spans[(scope.path, text)] = label.span
         return text
 
     def _interpolate(self, label: ast.Label, env: Env, start: int) -> str:
@@ -312,7 +318,11 @@ class Elaborator:
         for m in re.finditer(r"\{([^{}]*)\}", text):
             out.append(text[pos:m.start()])
             sub = label.span.sub(m.start(1) + 1, len(m.group(1)))
-            v = evaluate(parse_expression(m.group(1), sub), env, self._in(start))
+            try:
+                expr = parse_expression(m.group(1), sub)
+            except SpecError as e:  # keep collecting: report it like any other bad expression
+                raise EvalError(e.diagnostics[0]) from None
+            v = evaluate(expr, env, self._in(start))
             if isinstance(v, bool) or not isinstance(v, (int, str)):
                 raise EvalError(Diagnostic(f"a name template needs an integer or string, got {describe(v)}", sub))
             out.append(str(v))
@@ -334,11 +344,15 @@ class Elaborator:
         if value is _MISSING:
             candidates = [n for n in env.names() if isinstance(env.lookup(n), (BlockRef, OpRef))]
             what = "block" if want_block else "op or block"
-            self.err(f"unknown {what} `{call.func}`", call.func_span, f"not an {what} in scope",
+            self.err(f"unknown {what} `{call.func}`", call.func_span,
+                     f"not {'a' if want_block else 'an'} {what} in scope",
                      help=did_you_mean(call.func, candidates))
         elif isinstance(value, Builtin):
             self.err(f"`{call.func}` is a built-in function, not an op or block", call.func_span,
                      "cannot be a layer")
+        elif isinstance(value, OpRef) and want_block:
+            self.err(f"`{call.func}` is an op, not a block", call.func_span, "a model alias must call a block",
+                     help=f"list the layers in a body instead: `model ... {{ {call.func}(...) }}`")
         else:
             self.err(f"`{call.func}` is {describe(value)}, not {'a block' if want_block else 'an op or block'}",
                      call.func_span, "cannot be called here")
@@ -387,14 +401,22 @@ class Elaborator:
             return POISON
         attrs, problems = op.resolve_args([v for v, _ in positional], {k: v for k, (v, _) in keyword.items()})
         arg_spans = {a.name: s for a, (_, s) in zip(op.args, positional)}
-        arg_spans.update({k: s for k, (_, s) in keyword.items()})
+        arg_values = {a.name: v for a, (v, _) in zip(op.args, positional)}
+        arg_spans.update({k: s for k, (_, s) in keyword.items() if k not in arg_spans})
+        arg_values.update({k: v for k, (v, _) in keyword.items() if k not in arg_values})
+        signature = f"arguments: {', '.join(a.name for a in op.args)}" if op.args else "it takes no arguments"
         for arg, problem in problems:
             if problem == "unknown":
                 self.err(f"`{op.name}` has no argument `{arg}`", keyword[arg][1], "unknown argument",
-                         help=did_you_mean(arg, [a.name for a in op.args]) or
-                         (f"arguments: {', '.join(a.name for a in op.args)}" if op.args else "it takes no arguments"))
+                         help=did_you_mean(arg, [a.name for a in op.args]) or signature)
+            elif arg is None:  # too many positional arguments
+                self.err(problem, positional[len(op.args)][1], "unexpected argument", help=signature)
+            elif arg not in arg_spans:  # a required argument is missing
+                self.err(problem, call.span, f"`{arg}` not given", help=signature)
+            elif arg in keyword and problem.endswith("given twice"):
+                self.err(problem, keyword[arg][1], "already given by position")
             else:
-                self.err(problem, arg_spans.get(arg, call.span), "here" if arg in arg_spans else "")
+                self.err(problem, arg_spans[arg], f"this is {type_name(arg_values[arg])}")
         if problems:
             self._reserve(scope, name, call.span)
             return POISON
@@ -412,7 +434,7 @@ class Elaborator:
                 if error_hint is not None:
                     error_hint(e, shapes)
                 else:
-                    self.err(e.message, where, e.label, e.help)
+                    self.err(e.message, where, e.label, e.help, (e.note,) if e.note else ())
         node = Node(nid, op.name, attrs, tuple(inputs), shape, scope.path, name if not op.functional else None, span)
         if shape is not None:
             node.params = op.params(attrs, shapes)
@@ -433,6 +455,8 @@ class Elaborator:
     # ------------------------------------------------------------ data flow
     def _residual(self, node: ast.Residual, scope: Scope, env: Env, start: int) -> int:
         body_out = self.run_body(node.body, scope, env.child(), start)
+        if start == POISON:  # an earlier error: the body was still checked for errors of its own
+            return POISON
         if body_out == start:
             self.err("`residual` body is empty", node.span, "nothing to add to the shortcut")
             return POISON
@@ -454,16 +478,27 @@ class Elaborator:
 
         def hint(e, shapes):
             b, s = shapes
-            what = "projection shortcut" if short_out != start else "shortcut (identity)"
-            label = (f"branch ends here with {b[0]} channels" if len(b) == 3 and b[0] != s[0]
-                     else f"branch ends here with shape {fmt_shape(b)}")
-            help_ = None
-            if short_out == start and len(b) == 3:
-                help_ = f"add a projection shortcut, e.g. `shortcut {{ conv2d({b[0]}, 1, stride = 2); batchnorm2d() }}`" \
-                    if b[1:] != s[1:] else f"add a projection shortcut, e.g. `shortcut {{ conv2d({b[0]}, 1); batchnorm2d() }}`"
+            projection = short_out != start
+            what = "projection shortcut" if projection else "shortcut (identity)"
+            if len(b) == 3 and len(s) == 3 and b[0] != s[0] and b[1:] == s[1:]:
+                label = f"the branch ends with {b[0]} channels, the shortcut with {s[0]}"
+            else:
+                label = f"the branch ends with {fmt_shape(b)}, the shortcut with {fmt_shape(s)}"
+            help_, notes = None, ()
+            if not projection and len(b) == 3 and len(s) == 3:
+                stride = ""
+                if b[1:] != s[1:]:
+                    sh, sw = (s[1] // b[1], s[2] // b[2]) if b[1] and b[2] else (0, 0)
+                    stride = (f", stride = {sh}" if sh == sw else f", stride = [{sh}, {sw}]") if sh > 1 or sw > 1 \
+                        else ", stride = ..."
+                help_ = f"add a projection shortcut, e.g. `shortcut {{ conv2d({b[0]}, 1{stride}); batchnorm2d() }}`"
+            elif projection:
+                help_ = f"the shortcut must produce {fmt_shape(b)}, the shape of the branch"
+                if node.shortcut_span is not None:
+                    notes = (f"the shortcut is at {node.shortcut_span.location}",)
             self.err(f"residual branch output {fmt_shape(b)} does not match {what} {fmt_shape(s)}",
                      Span(node.span.source, node.span.line, node.span.column, node.span.line,
-                          node.span.column + len("residual")), label, help_)
+                          node.span.column + len("residual")), label, help_, notes)
 
         return self.add_node(get_op("add"), {}, (body_out, short_out), scope, None, node.span, error_hint=hint)
 

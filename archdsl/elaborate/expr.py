@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..diagnostics import Diagnostic, Span, did_you_mean
 from ..syntax import ast
-from .values import BlockRef, OpRef, ShapeValue, _MISSING, describe, render
+from .values import BlockRef, OpRef, ShapeValue, _MISSING, describe, render, type_name
 
 MAX_LIST = 1_000_000
 
@@ -340,7 +340,7 @@ def _key_help(key, d: dict) -> str | None:
 
 def truth(v, span) -> bool:
     if not isinstance(v, bool):
-        fail(f"a condition must be `true` or `false`, got {describe(v)}", span)
+        fail(f"a condition must be `true` or `false`, got {describe(v)}", span, f"this is {type_name(v)}")
     return v
 
 

@@ -101,8 +101,10 @@ class Loader:
                         self.diag.add(e.diagnostic)
                 elif isinstance(item, ast.BlockDecl):
                     self._define(defined, item.name, item)
+                    self._check_params(item.params)
                     env.values[item.name] = BlockRef(item, env)
                 elif isinstance(item, ast.ModelDecl):
+                    self._check_params(item.params)
                     if item.name in loaded.models:
                         self.diag.error(f"model `{item.name}` is defined twice", item.span, "second definition")
                     loaded.models[item.name] = item
@@ -116,6 +118,15 @@ class Loader:
             self.diag.add(Diagnostic(f"`{name}` is defined twice in this file", item.span, "redefined here",
                                      notes=(f"first defined at {first.location}",)))
         defined[name] = item
+
+    def _check_params(self, params) -> None:
+        seen: dict[str, ast.Param] = {}
+        for p in params:
+            if p.name in seen:
+                self.diag.add(Diagnostic(f"parameter `{p.name}` is declared twice", p.span, "declared again here",
+                                         notes=(f"first declared at {seen[p.name].span.location}",)))
+            else:
+                seen[p.name] = p
 
     def _use(self, key: str, item: ast.Use, env: Env) -> None:
         target = self.fs.resolve(key, item.path)

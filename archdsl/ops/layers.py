@@ -45,10 +45,10 @@ class Conv2d(Op):
                              f"{c} input channels, groups = {g}", arg="groups")
         if a["out_channels"] % g:
             raise ShapeError(f"out_channels ({a['out_channels']}) of `conv2d` is not divisible by groups ({g})",
-                             f"groups = {g}", arg="groups")
+                             f"{a['out_channels']} output channels, groups = {g}", arg="groups")
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel_size"], a["stride"], a["padding"], a["dilation"]
-        return (a["out_channels"], window_out(self.name, h, kh, sh, ph, dh, False, "height"),
-                window_out(self.name, w, kw, sw, pw, dw, False, "width"))
+        return (a["out_channels"], window_out(self.name, h, kh, sh, ph, dh, False, "height", x),
+                window_out(self.name, w, kw, sw, pw, dw, False, "width", x))
 
     def params(self, a, ins):
         kh, kw = a["kernel_size"]
@@ -187,8 +187,8 @@ class _Pool2d(Op):
             if p[i] * 2 > k[i]:
                 raise ShapeError(f"`{self.name}` padding ({p[i]}) must be at most half the kernel size "
                                  f"({k[i]}) along {axis}", "padding too large", arg="padding")
-        return (c, window_out(self.name, h, k[0], s[0], p[0], d[0], a["ceil_mode"], "height"),
-                window_out(self.name, w, k[1], s[1], p[1], d[1], a["ceil_mode"], "width"))
+        return (c, window_out(self.name, h, k[0], s[0], p[0], d[0], a["ceil_mode"], "height", ins[0]),
+                window_out(self.name, w, k[1], s[1], p[1], d[1], a["ceil_mode"], "width", ins[0]))
 
     def label(self, a):
         s = f"{self.name.replace('2d', '')} {_hw(a, 'kernel_size')}"

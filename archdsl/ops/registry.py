@@ -27,12 +27,14 @@ REQUIRED = object()
 class ShapeError(Exception):
     """Raised by a shape rule; ``arg`` names the argument to point at, if any."""
 
-    def __init__(self, message: str, label: str = "", help: str | None = None, arg: str | None = None):
+    def __init__(self, message: str, label: str = "", help: str | None = None, arg: str | None = None,
+                 note: str | None = None):
         super().__init__(message)
         self.message = message
         self.label = label
         self.help = help
         self.arg = arg
+        self.note = note
 
 
 class ArgTypeError(Exception):
@@ -219,7 +221,7 @@ class Op:
                     problems.append((arg.name, f"argument `{arg.name}` of `{self.name}` must be {e}, "
                                                f"got {_describe(attrs[arg.name])}"))
             elif arg.required:
-                problems.append((None, f"`{self.name}` is missing its required argument `{arg.name}`"))
+                problems.append((arg.name, f"`{self.name}` is missing its required argument `{arg.name}`"))
             else:
                 out[arg.name] = arg.type(arg.default)
         return out, problems
@@ -266,13 +268,19 @@ def fmt_shape(shape: Shape) -> str:
     return "x".join(str(d) for d in shape) if shape else "scalar"
 
 
-def window_out(op: str, size: int, k: int, s: int, p: int, d: int, ceil_mode: bool, axis: str) -> int:
-    """Output length of a sliding window (conv or pool) along one axis, with torch's rules."""
+def window_out(op: str, size: int, k: int, s: int, p: int, d: int, ceil_mode: bool, axis: str,
+               shape: Shape | None = None) -> int:
+    """Output length of a sliding window (conv or pool) along one axis, with torch's rules.
+
+    ``shape`` (the whole input shape) only makes error messages more helpful.
+    """
     span = d * (k - 1) + 1
     if size + 2 * p < span:
-        raise ShapeError(f"`{op}` kernel ({span} after dilation) is larger than its padded input "
+        kernel = f"{span} after dilation" if d != 1 else f"{span}"
+        raise ShapeError(f"`{op}` kernel ({kernel}) is larger than its padded input "
                          f"({size} + 2x{p} = {size + 2 * p}) along {axis}",
-                         f"kernel {span} > padded {axis} {size + 2 * p}", arg="kernel_size")
+                         f"kernel {span} > padded {axis} {size + 2 * p}", arg="kernel_size",
+                         note=f"`{op}` receives a {fmt_shape(shape)} input here" if shape else None)
     num = size + 2 * p - span
     if ceil_mode:
         out = -(-num // s) + 1
