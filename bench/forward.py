@@ -220,7 +220,7 @@ def main(argv=None):
     for n in notes:
         print("note:", n)
     print(f"total wall time {time.perf_counter() - t_start:.1f} s; "
-          f"load average at start/end {load0:.2f}/{os.getloadavg()[0]:.2f}")
+          f"1-min load average at start {load0:.2f}, at end {os.getloadavg()[0]:.2f} (includes this run)")
 
 
 if __name__ == "__main__":
