@@ -98,6 +98,15 @@ def load_sources(sources: dict[str, str], main: str, *, model=None, input_shape=
 
 
 def _load(fs, key, display, text, model, input_shape, overrides) -> Spec:
+    try:
+        return _load_unguarded(fs, key, display, text, model, input_shape, overrides)
+    except RecursionError:  # e.g. `1 + 1 + ...` thousands of terms long: not worth a traceback
+        raise SpecError([Diagnostic(f"{display} nests too deeply to compile",
+                                    help="an expression or a chain of blocks is nested thousands of levels deep; "
+                                         "split it with `let` or a `for` loop")]) from None
+
+
+def _load_unguarded(fs, key, display, text, model, input_shape, overrides) -> Spec:
     timings = {}
     t0 = time.perf_counter()
     collector = Collector()

@@ -143,3 +143,23 @@ def test_emit_ir_contains_spans_and_paths():
     assert conv["shape"] == [8, 16, 16]
     assert re.match(r"<string>:\d+:\d+", conv["span"])
     assert any(n["op"] == "add" and n["scope"] == "body.0" for n in data["nodes"])
+
+
+def test_pathologically_deep_nesting_is_a_diagnostic_not_a_crash():
+    text = "model m input 3x8x8 { conv2d(" + "1 + " * 3000 + "4, 1) }"
+    with pytest.raises(SpecError) as info:
+        archdsl.load_spec(text)
+    assert "nests too deeply" in info.value.render()
+
+
+def test_bounded_recursion_is_allowed():
+    text = """
+    block Tower(n: int) {
+        residual { conv2d(in.channels, 1) }
+        if n > 1 { Tower(n - 1) }
+    }
+    model m input 3x8x8 { Tower(40) }
+    """
+    spec = archdsl.load_spec(text)
+    assert spec.num_params == 40 * (3 * 3 + 3)
+    assert spec.build()(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 8, 8)

@@ -8,6 +8,7 @@ on is marked *poisoned*, so later statements are still checked for problems of t
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass, field
 
@@ -21,7 +22,12 @@ from .expr import Builtin, Env, EvalError, Poisoned, bind_targets, evaluate, tru
 from .values import TYPE_NAMES, BlockRef, OpRef, ShapeValue, conforms, describe, render, type_name
 
 POISON = -1
+MAX_BLOCK_DEPTH = 50  # nested block calls; deeper is almost surely unbounded recursion
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class _TooDeep(Exception):
+    """Unwinds a runaway recursion after it has been reported once."""
 
 
 @dataclass
@@ -46,6 +52,7 @@ class Elaborator:
         self._next = 1
         self._spans_reported: set = set()
         self._label_spans: dict[tuple[str, str], Span] = {}  # (scope path, name) -> label that gave it
+        self._calls: list[tuple[str, Span]] = []  # the block calls being elaborated, outermost first
 
     # ------------------------------------------------------------ diagnostics
     def error(self, d: Diagnostic) -> None:
@@ -74,8 +81,12 @@ class Elaborator:
         root = Scope("", "block", block_name or decl.name, decl.span, INPUT_ID, INPUT_ID)
         self.scopes[""] = root
         start = INPUT_ID if shape is not None else POISON
-        out = self.run_body(body, root, env, start)
+        try:
+            out = self.run_body(body, root, env, start)
+        except _TooDeep:
+            return None
         root.output = out
+        self._check_init_rules()
         if out == POISON or shape is None:
             return None
         return Graph(decl.name, self.nodes, self.scopes, out, self.rules, params)
@@ -292,9 +303,18 @@ class Elaborator:
         raise AssertionError(node)  # pragma: no cover
 
     # ------------------------------------------------------------ naming
-    def _child_name(self, label: ast.Label | None, scope: Scope, env: Env, start: int) -> str:
-        if label is None:
-            return str(len(scope.children))
+    def _child_name(self, label: ast.Label | None, scope: Scope, env: Env, start: int, span: Span) -> str:
+        if label is None:  # unnamed: numbered by position, as nn.Sequential does
+            text = str(len(scope.children))
+            for name, kind, ref in scope.children:
+                if name == text:
+                    first = self._label_spans.get((scope.path, text))
+                    raise EvalError(Diagnostic(
+                        f"this unnamed module would be numbered `{text}`, a name already given by a label",
+                        span, f"unnamed module number {text}",
+                        help="name this module too, or give the labelled one a name that is not a number",
+                        notes=(f"`{text}` was given at {first.location}",) if first else ()))
+            return text
         text = label.text
         if label.is_template:
             text = self._interpolate(label, env, start)
@@ -331,7 +351,7 @@ class Elaborator:
         return "".join(out)
 
     def _child_scope(self, label, scope, env, start, kind, block, span) -> Scope:
-        name = self._child_name(label, scope, env, start)
+        name = self._child_name(label, scope, env, start, span)
         path = f"{scope.path}.{name}" if scope.path else name
         child = Scope(path, kind, block, span, start, start)
         self.scopes[path] = child
@@ -364,7 +384,7 @@ class Elaborator:
         if not isinstance(target, (OpRef, BlockRef)):
             self._unknown_callable(call, env, target)
             return POISON
-        name = self._child_name(label, scope, env, start)
+        name = self._child_name(label, scope, env, start, call.span)
         in_shape = self._in(start)
         positional, keyword = self._eval_args(call.args, env, in_shape)
         if positional is None:
@@ -390,7 +410,19 @@ class Elaborator:
         scope.children.append((name, "scope", path))
         if params is None:
             return POISON
-        out = self.run_body(d.body, child, Env(dict(params), ref.globals), start)
+        if len(self._calls) >= MAX_BLOCK_DEPTH:
+            chain = [n for n, _ in self._calls[-6:]] + [d.name]
+            self.err(f"blocks nested more than {MAX_BLOCK_DEPTH} deep: `{d.name}` is called at depth "
+                     f"{len(self._calls) + 1}", call.span, "too deep",
+                     help="a block that calls itself needs a condition that ends the recursion",
+                     notes=(f"innermost calls: {' -> '.join(chain)}",
+                            f"the outermost of them is at {self._calls[0][1].location}"))
+            raise _TooDeep()
+        self._calls.append((d.name, call.span))
+        try:
+            out = self.run_body(d.body, child, Env(dict(params), ref.globals), start)
+        finally:
+            self._calls.pop()
         child.output = out
         return out
 
@@ -552,6 +584,44 @@ class Elaborator:
                      help=did_you_mean(arg, [a.name for a in fn.args]) if problem == "unknown" and arg else None)
         if not problems:
             self.rules.append(InitRule(scope.path, st.target, st.by_path, st.param, fn.name, args, st.span))
+
+    def _check_init_rules(self) -> None:
+        """A by-path rule must match some op module that has the parameter it sets."""
+        matched: dict[Span, list[Node]] = {}
+        rules: dict[Span, InitRule] = {}
+        candidates: dict[Span, set[str]] = {}
+        for r in self.rules:
+            if not r.by_path:
+                continue
+            rules.setdefault(r.span, r)
+            hits = matched.setdefault(r.span, [])
+            names = candidates.setdefault(r.span, set())
+            prefix = r.scope + "." if r.scope else ""
+            for n in self.nodes.values():
+                if n.id == INPUT_ID or n.name is None or n.op == "error":
+                    continue
+                path = f"{n.scope}.{n.name}" if n.scope else n.name
+                if not path.startswith(prefix):
+                    continue
+                rel = path[len(prefix):]
+                names.add(rel)
+                if fnmatch.fnmatchcase(rel, r.target):
+                    hits.append(n)
+        for span, r in rules.items():
+            hits = matched[span]
+            if not hits:
+                self.err(f"init rule \"{r.target}\" matches no module", span, "no op module has this path",
+                         help=did_you_mean(r.target, candidates[span]) or
+                         "paths are relative to the body that declares the rule and name op modules, "
+                         "e.g. \"fc\" or \"layer1.*.conv1\"")
+                continue
+            ops = {n.op for n in hits}
+            have = {p for o in ops for p in get_op(o).param_names}
+            if r.param not in have:
+                self.err(f"no module matched by \"{r.target}\" has a parameter `{r.param}`", span,
+                         f"matches {', '.join(sorted(f'`{o}`' for o in ops))}",
+                         help=did_you_mean(r.param, have) or
+                         (f"their parameters: {', '.join(sorted(have))}" if have else "they have no parameters"))
 
 
 def render_value(v) -> str:

@@ -224,7 +224,9 @@ class _Evaluator:
 
     def e_InShape(self, e):
         if self.in_shape is None:
-            fail("`in` (the incoming shape) is only available inside a model or block body", e.span)
+            fail("`in` (the incoming shape) is not defined here", e.span, "no tensor flows into this expression",
+                 "`in` can be used where a tensor flows: in the arguments of a layer or block call and in `let`, "
+                 "`if`, `for` and name templates inside a model or block body")
         if self.in_shape == "poisoned":
             raise Poisoned()
         return self.in_shape
