@@ -44,10 +44,14 @@ class Node:
 
 @dataclass
 class Scope:
-    """A module in the tree: a block instance or a ``seq``; children are in registration order."""
+    """A module in the tree: a block instance, a ``seq``, or a container; children are in registration order.
+
+    A *container* (made by dotted labels such as ``"downs.0"``) only holds modules: it has
+    no data flow of its own, its children are wired by the nearest enclosing non-container.
+    """
 
     path: str
-    kind: str                  # "block" | "seq"
+    kind: str                  # "block" | "seq" | "container"
     block: str | None          # block name, for block instances
     span: Span | None
     input: int = INPUT_ID

@@ -163,3 +163,28 @@ def test_bounded_recursion_is_allowed():
     spec = archdsl.load_spec(text)
     assert spec.num_params == 40 * (3 * 3 + 3)
     assert spec.build()(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 8, 8)
+
+
+def test_dotted_labels_make_containers_with_exact_state_dict_names():
+    # The hand-written equivalent: ModuleLists `downs`/`pools` and a dict-like `head`,
+    # wired in forward in interleaved order.
+    spec = archdsl.load_spec("""
+    model unet_like input 3x16x16 {
+        for i, c in enumerate([8, 16]) {
+            "downs.{i}": conv2d(c, 3, padding = 1)
+            "pools.{i}": maxpool2d(2)
+        }
+        "head.fc": conv2d(4, 1)
+        "head.act": relu()
+    }
+    """)
+    model = spec.build()
+    assert isinstance(model.downs, torch.nn.ModuleList) and len(model.downs) == 2
+    assert isinstance(model.head, torch.nn.ModuleDict) and list(model.head) == ["fc", "act"]
+    assert [n for n, _ in model.named_children()] == ["downs", "pools", "head"]
+    assert list(model.state_dict()) == ["downs.0.weight", "downs.0.bias", "downs.1.weight", "downs.1.bias",
+                                        "head.fc.weight", "head.fc.bias"]
+    x = torch.randn(2, 3, 16, 16)
+    ref = model.head.act(model.head.fc(model.pools[1](model.downs[1](model.pools[0](model.downs[0](x))))))
+    torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
+    assert [n.path for n in spec.ir.ops()] == ["downs.0", "pools.0", "downs.1", "pools.1", "head.fc", "head.act"]

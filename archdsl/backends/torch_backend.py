@@ -58,9 +58,21 @@ class _Builder:
                 modules[name] = get_op(node.op).build(node.attrs, self._in_shapes(node), node.id in self.inplace)
             else:
                 modules[name] = self.scope(self.g.scopes[ref])
+        if sc.kind == "container":  # holds modules only, like the ModuleLists of hand-written models
+            if list(modules) == [str(i) for i in range(len(modules))]:
+                return nn.ModuleList(modules.values())
+            return nn.ModuleDict(modules)
         if self._is_chain(sc):
             return nn.Sequential(modules)
         return self._graph_module(sc, modules)
+
+    def _flat_children(self, sc: Scope, prefix: str = ""):
+        """``sc``'s children with containers opened up: (dotted name, kind, ref)."""
+        for name, kind, ref in sc.children:
+            if kind == "scope" and self.g.scopes[ref].kind == "container":
+                yield from self._flat_children(self.g.scopes[ref], f"{prefix}{name}.")
+            else:
+                yield prefix + name, kind, ref
 
     def _io(self, kind, ref):
         if kind == "node":
@@ -70,7 +82,8 @@ class _Builder:
         return (s.input,), s.output
 
     def _is_chain(self, sc: Scope) -> bool:
-        if sc.functional:
+        if sc.functional or any(kind == "scope" and self.g.scopes[ref].kind == "container"
+                                for _, kind, ref in sc.children):
             return False
         cur = sc.input
         for _, kind, ref in sc.children:
@@ -81,7 +94,7 @@ class _Builder:
         return cur == sc.output
 
     def _graph_module(self, sc: Scope, modules) -> nn.Module:
-        items = [(self._io(kind, ref)[1], 0, name, kind, ref) for name, kind, ref in sc.children]
+        items = [(self._io(kind, ref)[1], 0, name, kind, ref) for name, kind, ref in self._flat_children(sc)]
         items += [(nid, 1, None, "join", nid) for nid in sc.functional]
         items.sort(key=lambda t: (t[0], t[1]))
         graph = fx.Graph()
@@ -99,8 +112,9 @@ class _Builder:
         for name, m in modules.items():
             holder.add_module(name, m)
         gm = fx.GraphModule(holder, graph, class_name=sc.block or "Block")
-        # register children in spec order (fx registers them in call order)
-        gm._modules = {name: gm._modules[name] for name in modules}
+        # register children in spec order (fx registers them in call order, and would
+        # replace containers by plain modules holding only the children it calls)
+        gm._modules = OrderedDict(modules)
         return gm
 
 

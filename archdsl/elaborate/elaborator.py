@@ -303,8 +303,14 @@ class Elaborator:
         raise AssertionError(node)  # pragma: no cover
 
     # ------------------------------------------------------------ naming
-    def _child_name(self, label: ast.Label | None, scope: Scope, env: Env, start: int, span: Span) -> str:
-        if label is None:  # unnamed: numbered by position, as nn.Sequential does
+    def _place(self, label: ast.Label | None, scope: Scope, env: Env, start: int, span: Span) -> tuple[Scope, str]:
+        """Where a new child goes: its parent scope and its name there.
+
+        Unnamed children are numbered by position, as ``nn.Sequential`` does. A dotted label
+        (``"downs.{i}"``) puts the child in a *container* (``downs``), created on first use:
+        a module that only holds children, whose data flow stays in ``scope``.
+        """
+        if label is None:
             text = str(len(scope.children))
             for name, kind, ref in scope.children:
                 if name == text:
@@ -314,14 +320,19 @@ class Elaborator:
                         span, f"unnamed module number {text}",
                         help="name this module too, or give the labelled one a name that is not a number",
                         notes=(f"`{text}` was given at {first.location}",) if first else ()))
-            return text
+            return scope, text
         text = label.text
         if label.is_template:
             text = self._interpolate(label, env, start)
-        if not _NAME_RE.match(text):
+        parts = text.split(".")
+        if not all(_NAME_RE.match(p) for p in parts):
             raise EvalError(Diagnostic(f"invalid module name \"{text}\"", label.span,
                                        "names are letters, digits and `_`",
-                                       help="a name cannot be empty or contain `.`, spaces or punctuation"))
+                                       help="a name cannot be empty or contain spaces or punctuation; "
+                                            "`.` separates the names of nested containers, as in \"downs.0\""))
+        for part in parts[:-1]:
+            scope = self._container(scope, part, label.span)
+        text = parts[-1]
         for name, kind, ref in scope.children:
             if name == text:
                 first = self._label_spans.get((scope.path, text))
@@ -331,7 +342,27 @@ class Elaborator:
                                            label.span, "used again here",
                                            notes=(f"first used at {first.location}",) if first else ()))
         self._label_spans[(scope.path, text)] = label.span
-        return text
+        return scope, text
+
+    def _container(self, scope: Scope, name: str, span: Span) -> Scope:
+        """The container child ``name`` of ``scope``, created if it does not exist yet."""
+        for child, kind, ref in scope.children:
+            if child != name:
+                continue
+            if kind == "scope" and self.scopes[ref].kind == "container":
+                return self.scopes[ref]
+            what = f"a `{self.nodes[ref].op}` module" if kind == "node" else "a module with a data flow of its own"
+            first = self._label_spans.get((scope.path, name))
+            raise EvalError(Diagnostic(f"`{name}` in `{scope.path or scope.block}` is {what}, not a container",
+                                       span, f"`{name}` cannot hold other modules",
+                                       help=f"only names used as dotted prefixes (\"{name}.0\") are containers",
+                                       notes=(f"`{name}` was given at {first.location}",) if first else ()))
+        path = f"{scope.path}.{name}" if scope.path else name
+        child = Scope(path, "container", None, span)
+        self.scopes[path] = child
+        scope.children.append((name, "scope", path))
+        self._label_spans[(scope.path, name)] = span
+        return child
 
     def _interpolate(self, label: ast.Label, env: Env, start: int) -> str:
         out, pos, text = [], 0, label.text
@@ -351,7 +382,7 @@ class Elaborator:
         return "".join(out)
 
     def _child_scope(self, label, scope, env, start, kind, block, span) -> Scope:
-        name = self._child_name(label, scope, env, start, span)
+        scope, name = self._place(label, scope, env, start, span)
         path = f"{scope.path}.{name}" if scope.path else name
         child = Scope(path, kind, block, span, start, start)
         self.scopes[path] = child
@@ -384,15 +415,15 @@ class Elaborator:
         if not isinstance(target, (OpRef, BlockRef)):
             self._unknown_callable(call, env, target)
             return POISON
-        name = self._child_name(label, scope, env, start, call.span)
+        parent, name = self._place(label, scope, env, start, call.span)
         in_shape = self._in(start)
         positional, keyword = self._eval_args(call.args, env, in_shape)
         if positional is None:
-            self._reserve(scope, name, call.span)
+            self._reserve(parent, name, call.span)
             return POISON
         if isinstance(target, BlockRef):
-            return self._block(target, call, name, positional, keyword, scope, start, in_shape)
-        return self._op(get_op(target.name), call, name, positional, keyword, scope, start)
+            return self._block(target, call, name, positional, keyword, parent, start, in_shape)
+        return self._op(get_op(target.name), call, name, positional, keyword, parent, start)
 
     def _reserve(self, scope, name, span):
         """Keep a failed statement's name taken, so numbering and duplicate checks stay right."""
