@@ -188,3 +188,20 @@ def test_dotted_labels_make_containers_with_exact_state_dict_names():
     ref = model.head.act(model.head.fc(model.pools[1](model.downs[1](model.pools[0](model.downs[0](x))))))
     torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
     assert [n.path for n in spec.ir.ops()] == ["downs.0", "pools.0", "downs.1", "pools.1", "head.fc", "head.act"]
+
+
+def test_init_rule_in_block_may_name_a_module_only_some_instances_have():
+    spec = archdsl.load_spec("""
+    block Unit(out: int, stride: int = 1) {
+        init "downsample.0".weight = zeros()
+        residual {
+            conv2d(out, 3, stride = stride, padding = 1)
+        } shortcut if stride != 1 or in.channels != out {
+            downsample: seq { conv2d(out, 1, stride = stride) }
+        }
+    }
+    model m input 4x8x8 { Unit(4); Unit(8, stride = 2) }
+    """)
+    model = spec.build()
+    assert not hasattr(model[0], "downsample")
+    assert torch.count_nonzero(model[1].downsample[0].weight) == 0

@@ -52,6 +52,7 @@ class Elaborator:
         self._next = 1
         self._spans_reported: set = set()
         self._label_spans: dict[tuple[str, str], Span] = {}  # (scope path, name) -> label that gave it
+        self._children: dict[str, dict[str, tuple[str, object]]] = {}  # scope path -> name -> (kind, ref)
         self._calls: list[tuple[str, Span]] = []  # the block calls being elaborated, outermost first
 
     # ------------------------------------------------------------ diagnostics
@@ -312,14 +313,13 @@ class Elaborator:
         """
         if label is None:
             text = str(len(scope.children))
-            for name, kind, ref in scope.children:
-                if name == text:
-                    first = self._label_spans.get((scope.path, text))
-                    raise EvalError(Diagnostic(
-                        f"this unnamed module would be numbered `{text}`, a name already given by a label",
-                        span, f"unnamed module number {text}",
-                        help="name this module too, or give the labelled one a name that is not a number",
-                        notes=(f"`{text}` was given at {first.location}",) if first else ()))
+            if text in self._children.get(scope.path, ()):
+                first = self._label_spans.get((scope.path, text))
+                raise EvalError(Diagnostic(
+                    f"this unnamed module would be numbered `{text}`, a name already given by a label",
+                    span, f"unnamed module number {text}",
+                    help="name this module too, or give the labelled one a name that is not a number",
+                    notes=(f"`{text}` was given at {first.location}",) if first else ()))
             return scope, text
         text = label.text
         if label.is_template:
@@ -333,22 +333,23 @@ class Elaborator:
         for part in parts[:-1]:
             scope = self._container(scope, part, label.span)
         text = parts[-1]
-        for name, kind, ref in scope.children:
-            if name == text:
-                first = self._label_spans.get((scope.path, text))
-                if first is None:
-                    first = self.nodes[ref].span if kind == "node" else self.scopes[ref].span
-                raise EvalError(Diagnostic(f"duplicate module name `{text}` in `{scope.path or scope.block}`",
-                                           label.span, "used again here",
-                                           notes=(f"first used at {first.location}",) if first else ()))
+        taken = self._children.get(scope.path, {}).get(text)
+        if taken is not None:
+            kind, ref = taken
+            first = self._label_spans.get((scope.path, text))
+            if first is None:
+                first = self.nodes[ref].span if kind == "node" else self.scopes[ref].span
+            raise EvalError(Diagnostic(f"duplicate module name `{text}` in `{scope.path or scope.block}`",
+                                       label.span, "used again here",
+                                       notes=(f"first used at {first.location}",) if first else ()))
         self._label_spans[(scope.path, text)] = label.span
         return scope, text
 
     def _container(self, scope: Scope, name: str, span: Span) -> Scope:
         """The container child ``name`` of ``scope``, created if it does not exist yet."""
-        for child, kind, ref in scope.children:
-            if child != name:
-                continue
+        taken = self._children.get(scope.path, {}).get(name)
+        if taken is not None:
+            kind, ref = taken
             if kind == "scope" and self.scopes[ref].kind == "container":
                 return self.scopes[ref]
             what = f"a `{self.nodes[ref].op}` module" if kind == "node" else "a module with a data flow of its own"
@@ -360,9 +361,13 @@ class Elaborator:
         path = f"{scope.path}.{name}" if scope.path else name
         child = Scope(path, "container", None, span)
         self.scopes[path] = child
-        scope.children.append((name, "scope", path))
+        self._add_child(scope, name, "scope", path)
         self._label_spans[(scope.path, name)] = span
         return child
+
+    def _add_child(self, scope: Scope, name: str, kind: str, ref) -> None:
+        scope.children.append((name, kind, ref))
+        self._children.setdefault(scope.path, {})[name] = (kind, ref)
 
     def _interpolate(self, label: ast.Label, env: Env, start: int) -> str:
         out, pos, text = [], 0, label.text
@@ -386,7 +391,7 @@ class Elaborator:
         path = f"{scope.path}.{name}" if scope.path else name
         child = Scope(path, kind, block, span, start, start)
         self.scopes[path] = child
-        scope.children.append((name, "scope", path))
+        self._add_child(scope, name, "scope", path)
         return child
 
     # ------------------------------------------------------------ calls
@@ -429,7 +434,7 @@ class Elaborator:
         """Keep a failed statement's name taken, so numbering and duplicate checks stay right."""
         nid = self._new_id()
         self.nodes[nid] = Node(nid, "error", {}, (), None, scope.path, name, span)
-        scope.children.append((name, "node", nid))
+        self._add_child(scope, name, "node", nid)
 
     def _block(self, ref: BlockRef, call, name, positional, keyword, scope, start, in_shape) -> int:
         d = ref.decl
@@ -438,7 +443,7 @@ class Elaborator:
         path = f"{scope.path}.{name}" if scope.path else name
         child = Scope(path, "block", d.name, call.span, start, start)
         self.scopes[path] = child
-        scope.children.append((name, "scope", path))
+        self._add_child(scope, name, "scope", path)
         if params is None:
             return POISON
         if len(self._calls) >= MAX_BLOCK_DEPTH:
@@ -507,7 +512,7 @@ class Elaborator:
         if op.functional:
             scope.functional.append(nid)
         else:
-            scope.children.append((name, "node", nid))
+            self._add_child(scope, name, "node", nid)
         return nid if shape is not None else POISON
 
     def _new_id(self) -> int:
@@ -617,36 +622,37 @@ class Elaborator:
             self.rules.append(InitRule(scope.path, st.target, st.by_path, st.param, fn.name, args, st.span))
 
     def _check_init_rules(self) -> None:
-        """A by-path rule must match some op module that has the parameter it sets."""
-        matched: dict[Span, list[Node]] = {}
-        rules: dict[Span, InitRule] = {}
-        candidates: dict[Span, set[str]] = {}
+        """A by-path rule must match some op module that has the parameter it sets.
+
+        A rule inside a block is checked over all instances of the block together (one
+        span, several scopes): it may name a module only some instances have.
+        """
+        by_span: dict[Span, list[InitRule]] = {}
         for r in self.rules:
-            if not r.by_path:
-                continue
-            rules.setdefault(r.span, r)
-            hits = matched.setdefault(r.span, [])
-            names = candidates.setdefault(r.span, set())
+            if r.by_path:
+                by_span.setdefault(r.span, []).append(r)
+        if not by_span:
+            return
+        paths = [(n.path, n.op) for n in self.nodes.values()
+                 if n.id != INPUT_ID and n.name is not None and n.op != "error"]
+
+        def relative(r):  # (path relative to the rule's scope, op) of the modules under it
             prefix = r.scope + "." if r.scope else ""
-            for n in self.nodes.values():
-                if n.id == INPUT_ID or n.name is None or n.op == "error":
-                    continue
-                path = f"{n.scope}.{n.name}" if n.scope else n.name
-                if not path.startswith(prefix):
-                    continue
-                rel = path[len(prefix):]
-                names.add(rel)
-                if fnmatch.fnmatchcase(rel, r.target):
-                    hits.append(n)
-        for span, r in rules.items():
-            hits = matched[span]
-            if not hits:
+            return [(p[len(prefix):], op) for p, op in paths if p.startswith(prefix)]
+
+        for span, instances in by_span.items():
+            r = instances[0]
+            ops: set[str] = set()
+            for inst in instances:
+                ops |= {op for rel, op in relative(inst) if fnmatch.fnmatchcase(rel, r.target)}
+                if any(r.param in get_op(o).param_names for o in ops):
+                    break
+            if not ops:
                 self.err(f"init rule \"{r.target}\" matches no module", span, "no op module has this path",
-                         help=did_you_mean(r.target, candidates[span]) or
+                         help=did_you_mean(r.target, [rel for rel, _ in relative(r)]) or
                          "paths are relative to the body that declares the rule and name op modules, "
                          "e.g. \"fc\" or \"layer1.*.conv1\"")
                 continue
-            ops = {n.op for n in hits}
             have = {p for o in ops for p in get_op(o).param_names}
             if r.param not in have:
                 self.err(f"no module matched by \"{r.target}\" has a parameter `{r.param}`", span,
