@@ -66,10 +66,13 @@ class _Builder:
             return nn.Sequential(modules)
         return self._graph_module(sc, modules)
 
+    def _is_container(self, kind, ref) -> bool:
+        return kind == "scope" and self.g.scopes[ref].kind == "container"
+
     def _flat_children(self, sc: Scope, prefix: str = ""):
         """``sc``'s children with containers opened up: (dotted name, kind, ref)."""
         for name, kind, ref in sc.children:
-            if kind == "scope" and self.g.scopes[ref].kind == "container":
+            if self._is_container(kind, ref):
                 yield from self._flat_children(self.g.scopes[ref], f"{prefix}{name}.")
             else:
                 yield prefix + name, kind, ref
@@ -82,8 +85,7 @@ class _Builder:
         return (s.input,), s.output
 
     def _is_chain(self, sc: Scope) -> bool:
-        if sc.functional or any(kind == "scope" and self.g.scopes[ref].kind == "container"
-                                for _, kind, ref in sc.children):
+        if sc.functional or any(self._is_container(kind, ref) for _, kind, ref in sc.children):
             return False
         cur = sc.input
         for _, kind, ref in sc.children:

@@ -314,12 +314,11 @@ class Elaborator:
         if label is None:
             text = str(len(scope.children))
             if text in self._children.get(scope.path, ()):
-                first = self._label_spans.get((scope.path, text))
                 raise EvalError(Diagnostic(
                     f"this unnamed module would be numbered `{text}`, a name already given by a label",
                     span, f"unnamed module number {text}",
                     help="name this module too, or give the labelled one a name that is not a number",
-                    notes=(f"`{text}` was given at {first.location}",) if first else ()))
+                    notes=self._given_at(scope, text)))
             return scope, text
         text = label.text
         if label.is_template:
@@ -333,15 +332,10 @@ class Elaborator:
         for part in parts[:-1]:
             scope = self._container(scope, part, label.span)
         text = parts[-1]
-        taken = self._children.get(scope.path, {}).get(text)
-        if taken is not None:
-            kind, ref = taken
-            first = self._label_spans.get((scope.path, text))
-            if first is None:
-                first = self.nodes[ref].span if kind == "node" else self.scopes[ref].span
+        if text in self._children.get(scope.path, ()):
             raise EvalError(Diagnostic(f"duplicate module name `{text}` in `{scope.path or scope.block}`",
                                        label.span, "used again here",
-                                       notes=(f"first used at {first.location}",) if first else ()))
+                                       notes=self._given_at(scope, text, "first used at {where}")))
         self._label_spans[(scope.path, text)] = label.span
         return scope, text
 
@@ -353,21 +347,32 @@ class Elaborator:
             if kind == "scope" and self.scopes[ref].kind == "container":
                 return self.scopes[ref]
             what = f"a `{self.nodes[ref].op}` module" if kind == "node" else "a module with a data flow of its own"
-            first = self._label_spans.get((scope.path, name))
             raise EvalError(Diagnostic(f"`{name}` in `{scope.path or scope.block}` is {what}, not a container",
                                        span, f"`{name}` cannot hold other modules",
                                        help=f"only names used as dotted prefixes (\"{name}.0\") are containers",
-                                       notes=(f"`{name}` was given at {first.location}",) if first else ()))
-        path = f"{scope.path}.{name}" if scope.path else name
-        child = Scope(path, "container", None, span)
-        self.scopes[path] = child
-        self._add_child(scope, name, "scope", path)
+                                       notes=self._given_at(scope, name)))
         self._label_spans[(scope.path, name)] = span
-        return child
+        return self._new_scope(scope, name, "container", None, span, INPUT_ID)
+
+    def _given_at(self, scope: Scope, name: str, note: str = "`{name}` was given at {where}") -> tuple[str, ...]:
+        """A note saying where the child ``name`` of ``scope`` got its name."""
+        first = self._label_spans.get((scope.path, name))
+        if first is None:
+            kind, ref = self._children[scope.path][name]
+            first = self.nodes[ref].span if kind == "node" else self.scopes[ref].span
+        return (note.format(name=name, where=first.location),) if first else ()
 
     def _add_child(self, scope: Scope, name: str, kind: str, ref) -> None:
         scope.children.append((name, kind, ref))
         self._children.setdefault(scope.path, {})[name] = (kind, ref)
+
+    def _new_scope(self, parent: Scope, name: str, kind: str, block: str | None, span: Span, start: int) -> Scope:
+        """Create the child scope ``name`` of ``parent``, reading ``start``."""
+        path = f"{parent.path}.{name}" if parent.path else name
+        child = Scope(path, kind, block, span, start, start)
+        self.scopes[path] = child
+        self._add_child(parent, name, "scope", path)
+        return child
 
     def _interpolate(self, label: ast.Label, env: Env, start: int) -> str:
         out, pos, text = [], 0, label.text
@@ -387,12 +392,8 @@ class Elaborator:
         return "".join(out)
 
     def _child_scope(self, label, scope, env, start, kind, block, span) -> Scope:
-        scope, name = self._place(label, scope, env, start, span)
-        path = f"{scope.path}.{name}" if scope.path else name
-        child = Scope(path, kind, block, span, start, start)
-        self.scopes[path] = child
-        self._add_child(scope, name, "scope", path)
-        return child
+        parent, name = self._place(label, scope, env, start, span)
+        return self._new_scope(parent, name, kind, block, span, start)
 
     # ------------------------------------------------------------ calls
     def _unknown_callable(self, call: ast.Call, env: Env, value, want_block=False):
@@ -440,10 +441,7 @@ class Elaborator:
         d = ref.decl
         params = self._bind_params(d.params, positional, keyword, ref.globals, call.span, f"block `{d.name}`",
                                    in_shape=in_shape)
-        path = f"{scope.path}.{name}" if scope.path else name
-        child = Scope(path, "block", d.name, call.span, start, start)
-        self.scopes[path] = child
-        self._add_child(scope, name, "scope", path)
+        child = self._new_scope(scope, name, "block", d.name, call.span, start)
         if params is None:
             return POISON
         if len(self._calls) >= MAX_BLOCK_DEPTH:
