@@ -1,4 +1,4 @@
-"""The ``archdsl`` command line: ``check`` and ``compile``.
+"""The ``archdsl`` command line: ``check``, ``compile`` and ``draw``.
 
 Exit codes: 0 success, 1 the spec has errors (diagnostics on stderr), 2 usage errors
 (bad options, missing files), 3 an internal error (a bug in archdsl; set
@@ -131,6 +131,51 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _draw_target(args, name: str) -> tuple[str, str]:
+    """(path, format) from -o and --format: the format follows the extension unless given."""
+    from .backends.dot import FORMATS
+    fmt = args.format
+    if args.output and args.output != "-" and fmt is None:
+        ext = os.path.splitext(args.output)[1].lstrip(".").lower()
+        fmt = "dot" if ext == "gv" else ext
+        if fmt not in FORMATS:
+            raise UsageError(f"cannot tell the format of {args.output!r} from its extension; "
+                             f"use --format ({', '.join(FORMATS)})")
+    fmt = fmt or ("dot" if args.output == "-" else "svg")
+    if args.output == "-" and fmt != "dot":
+        raise UsageError("-o - (standard output) is only for --format dot")
+    return args.output or f"{name}.{fmt}", fmt
+
+
+def cmd_draw(args) -> int:
+    from .backends.dot import INSTALL_HINT, DrawError, diagram, has_dot, render
+    if args.depth is not None and args.depth < 0:
+        raise UsageError(f"invalid --depth {args.depth}: expected 0 or more")
+    for opt in ("columns", "dpi"):
+        if getattr(args, opt) is not None and getattr(args, opt) < 1:
+            raise UsageError(f"invalid --{opt} {getattr(args, opt)}: expected 1 or more")
+    if args.output and args.output != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise UsageError(f"cannot write {args.output}: no such directory")
+    _, fmt = _draw_target(args, "model")
+    if fmt != "dot" and not has_dot():
+        raise UsageError(f"writing {fmt} needs the Graphviz `dot` program, which is not on PATH; "
+                         f"{INSTALL_HINT}, or write DOT text with --format dot")
+    spec = _load(args)
+    path, fmt = _draw_target(args, spec.name)
+    try:
+        dot, view = diagram(spec.ir, depth=args.depth, expand=args.expand, fold=not args.no_fold,
+                            rankdir=args.rankdir, columns=args.columns)
+    except DrawError as e:
+        raise UsageError(str(e)) from None
+    if path == "-":
+        sys.stdout.write(dot.source)
+        return 0
+    render(dot, path, format=fmt, dpi=args.dpi)
+    print(f"{path}: {len(view.drawn_nodes())} nodes, depth {view.depth}"
+          f"{'' if args.depth is not None else ' (auto)'}{'' if args.no_fold else ', repeated blocks folded'}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="archdsl",
@@ -156,6 +201,29 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", help=f"parameter dtype: {', '.join(DTYPES)}")
     p.add_argument("-o", "--output", metavar="FILE", help="save a checkpoint (spec, overrides, weights)")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("draw", help="draw the architecture as a Graphviz diagram (svg, png, pdf or dot)",
+                       description="Draw the checked spec from its IR: one node per op (module path, op, output "
+                                   "shape, parameters), clusters per block, joins for residual sums, concatenations "
+                                   "and gates, colours by op category. Blocks deeper than --depth are collapsed to "
+                                   "one node with their totals; runs of identical blocks are folded into one, "
+                                   "marked x K. Without -o, writes MODEL.svg (or MODEL.FORMAT) in the current "
+                                   "directory. --format dot needs no Graphviz binary; svg, png and pdf need `dot`.")
+    _common(p)
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="output file (its extension sets the format); - writes DOT text to standard output")
+    p.add_argument("--format", choices=("svg", "png", "pdf", "dot"), help="output format (default: svg)")
+    p.add_argument("--depth", type=int, metavar="N",
+                   help="open blocks down to depth N (the model is 0) and collapse deeper ones; "
+                        "default: the deepest view with at most 120 nodes")
+    p.add_argument("--expand", nargs="+", action="extend", default=[], metavar="PATH",
+                   help="open these blocks whatever --depth says (module paths or globs such as 'layer3.*')")
+    p.add_argument("--no-fold", action="store_true", help="draw every repeated block instead of folding runs")
+    p.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="data flows top-bottom or left-right")
+    p.add_argument("--columns", type=int, metavar="N",
+                   help="wrap the chain into N columns (rows with LR); default: automatic, 1 never wraps")
+    p.add_argument("--dpi", type=int, metavar="N", help="resolution of --format png (Graphviz's default: 96)")
+    p.set_defaults(func=cmd_draw)
     return parser
 
 

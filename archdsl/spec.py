@@ -62,6 +62,24 @@ class Spec:
         from .backends.checkpoint import save_checkpoint
         save_checkpoint(self, module, path)
 
+    def to_dot(self, depth: int | None = None, expand=(), fold: bool = True, rankdir: str = "TB",
+               columns: int | None = None):
+        """The diagram as a ``graphviz.Digraph`` (needs no Graphviz binary).
+
+        ``depth``: open blocks down to this depth (None: the deepest view with at most 120
+        nodes); ``expand``: module paths or globs to open anyway; ``fold``: draw runs of
+        identical blocks once, marked ``x K``; ``columns``: wrap a long chain into this many
+        columns (None: automatic, 1: never). See :mod:`archdsl.backends.dot`.
+        """
+        from .backends.dot import to_dot
+        return to_dot(self.ir, depth=depth, expand=expand, fold=fold, rankdir=rankdir, columns=columns)
+
+    def draw(self, path, format: str | None = None, dpi: int | None = None, **options) -> str:
+        """Render the diagram to ``path`` (svg, png, pdf, or dot text; from the extension when
+        ``format`` is None); ``options`` are those of :meth:`to_dot`. Returns the path."""
+        from .backends.dot import render
+        return render(self.to_dot(**options), path, format=format, dpi=dpi)
+
 
 def _is_path(spec) -> bool:
     if isinstance(spec, os.PathLike):
