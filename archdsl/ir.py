@@ -33,6 +33,7 @@ class Node:
     buffers: int = 0
     macs: int = 0
     inplace: bool = False
+    layout: str | None = None  # axis letters of the output ("CHW", "HWC", "LC"), if known
 
     @property
     def path(self) -> str | None:

@@ -39,6 +39,33 @@ SAMPLES = {
     "dropout": [({"p": 0.2}, [(16,)])],
     "add": [({}, [(3, 4, 4), (3, 4, 4)]), ({}, [(8,), (8,), (8,)])],
     "concat": [({}, [(3, 4, 4), (5, 4, 4)]), ({"dim": -1}, [(3, 4, 2), (3, 4, 6), (3, 4, 1)])],
+    "mul": [({}, [(3, 4, 4), (3, 4, 4)]), ({}, [(3, 1, 1), (3, 4, 5)]), ({}, [(6,), (2, 6)])],
+    "relu6": [({}, [(3, 4, 4)])],
+    "leaky_relu": [({}, [(3, 4, 4)]), ({"negative_slope": 0.1}, [(7,)])],
+    "silu": [({}, [(3, 4, 4)])],
+    "hardswish": [({}, [(3, 4, 4)])],
+    "gelu": [({}, [(5, 8)]), ({"approximate": "tanh"}, [(3, 4, 4)])],
+    "sigmoid": [({}, [(3, 1, 1)])],
+    "hardsigmoid": [({}, [(3, 1, 1)])],
+    "conv_transpose2d": [
+        ({"out_channels": 4, "kernel_size": 2, "stride": 2}, [(8, 5, 7)]),
+        ({"out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1, "groups": 2},
+         [(4, 5, 6)]),
+        ({"out_channels": 3, "kernel_size": [3, 1], "dilation": 2, "bias": False}, [(2, 4, 4)]),
+    ],
+    "layernorm": [({}, [(5, 8)]), ({"eps": 1e-6}, [(4, 4, 6)]), ({"affine": False}, [(9,)])],
+    "layernorm2d": [({}, [(6, 3, 4)]), ({"eps": 1e-6}, [(2, 5, 5)])],
+    "permute": [({"dims": [0, 2, 3, 1]}, [(3, 4, 5)]), ({"dims": [0, 2, 1]}, [(6, 7)])],
+    "reshape": [({"shape": [3, 1, 1]}, [(3,)]), ({"shape": [-1, 4]}, [(2, 4, 4)])],
+    "select": [({"dim": 1, "index": 0}, [(5, 8)]), ({"dim": -1, "index": -1}, [(3, 4, 5)])],
+    "interpolate": [({"size": [7, 9]}, [(3, 4, 5)]), ({"size": 8, "mode": "bilinear", "align_corners": False},
+                                                       [(2, 5, 5)])],
+    "stochastic_depth": [({"p": 0.2}, [(3, 4, 4)]), ({"p": 0.5, "mode": "batch"}, [(8,)])],
+    "channel_shuffle": [({"groups": 2}, [(6, 3, 3)])],
+    "mha": [({"num_heads": 2}, [(5, 8)]), ({"num_heads": 4, "bias": False, "dropout": 0.1}, [(3, 16)])],
+    "class_token": [({}, [(4, 6)])],
+    "pos_embedding": [({}, [(5, 6)]), ({"std": 1.0}, [(2, 3)])],
+    "layer_scale": [({}, [(4, 3, 3)]), ({"value": 0.5}, [(5, 6)])],
 }
 
 CASES = [(name, i) for name in sorted(all_ops()) for i in range(len(SAMPLES.get(name, [None])))]
@@ -53,11 +80,12 @@ def test_every_op_has_samples():
 def test_op_declares_everything(name):
     op = all_ops()[name]
     assert op.doc(), "every op needs a docstring"
-    assert op.category in {"conv", "norm", "linear", "pool", "activation", "reshape", "regularization", "join"}
+    assert op.category in {"conv", "norm", "linear", "pool", "activation", "reshape", "regularization", "join",
+                           "attention", "embedding"}
     for arg in op.args:
         assert arg.doc or arg.name in ("dim",), f"argument {arg.name} lacks a doc"
-    assert isinstance(op.label({a.name: a.type(a.default) if not a.required else a.type(1)
-                                for a in op.args}), str)
+    if name in SAMPLES:
+        assert isinstance(op.label(_resolve(op, SAMPLES[name][0][0])), str)
 
 
 def _resolve(op, kwargs):
@@ -67,16 +95,26 @@ def _resolve(op, kwargs):
 
 
 def _run_torch(op, attrs, shapes):
+    """Run the op the way the backend does: an fx graph calling its module, function or parameter."""
     xs = [torch.randn(2, *s) for s in shapes]
+    g, holder = fx.Graph(), nn.Module()
+    args = [g.placeholder(f"x{i}") for i in range(len(xs))]
     if op.functional:
-        g = fx.Graph()
-        args = [g.placeholder(f"x{i}") for i in range(len(xs))]
-        g.output(op.emit(g, attrs, args))
-        module = fx.GraphModule(nn.Module(), g)
-        return module, module(*[x.clone() for x in xs])
-    module = op.build(attrs, shapes).eval()
+        out = op.emit(g, attrs, args)
+    elif op.direct_param:
+        holder.register_parameter("p", nn.Parameter(op.make_param(attrs, shapes)))
+        out = op.emit(g, attrs, args + [g.get_attr("p")])
+    else:
+        holder.add_module("m", op.build(attrs, shapes))
+        out = op.call(g, "m", args, attrs)
+    g.output(out)
+    module = fx.GraphModule(holder, g).eval()
     with torch.no_grad():
-        return module, module(*xs)
+        return module, module(*[x.clone() for x in xs])
+
+
+def _layouts(shapes):
+    return ["CHW" if len(s) == 3 else None for s in shapes]
 
 
 @pytest.mark.parametrize("name,i", CASES)
@@ -105,6 +143,17 @@ def test_conv_macs_formula():
     ("conv2d", {"out_channels": 9, "kernel_size": 3, "groups": 2}, (4, 9, 9), "not divisible by groups"),
     ("conv2d", {"out_channels": 8, "kernel_size": 3}, (48,), "expects a CxHxW"),
     ("linear", {"out_features": 8}, (3, 4, 4), "not flattened"),
+    ("layernorm", {}, (3, 4, 4), "last axis, which here is the width"),
+    ("mha", {"num_heads": 3}, (5, 8), "not divisible by num_heads"),
+    ("mha", {"num_heads": 2}, (3, 4, 4), "acts on the last axis"),
+    ("mha", {"num_heads": 2}, (8,), "expects a token sequence"),
+    ("conv_transpose2d", {"out_channels": 4, "kernel_size": 2, "stride": 2, "output_padding": 2}, (3, 4, 4),
+     "must be smaller than stride"),
+    ("permute", {"dims": [1, 0, 2]}, (3, 4), "batch dim 0 first"),
+    ("reshape", {"shape": [5, -1]}, (3, 4), "cannot reshape"),
+    ("select", {"dim": 1, "index": 5}, (3, 4), "out of range"),
+    ("interpolate", {"size": 4}, (12,), "expects a CxHxW"),
+    ("layernorm2d", {}, (5, 8), "expects a CxHxW"),
     ("maxpool2d", {"kernel_size": 2, "padding": 2}, (3, 8, 8), "at most half"),
     ("avgpool2d", {"kernel_size": 3}, (3, 2, 2), "larger than its padded input"),
     ("batchnorm2d", {}, (16,), "expects a CxHxW"),
@@ -112,8 +161,13 @@ def test_conv_macs_formula():
 def test_shape_rule_rejects(name, kwargs, shape, needle):
     op = all_ops()[name]
     with pytest.raises(ShapeError, match=needle):
-        op.infer(_resolve(op, kwargs), [shape])
-    if name != "linear":  # torch applies Linear to the last dim; we reject unflattened maps on purpose
+        attrs = _resolve(op, kwargs)
+        op.check_layout(attrs, [shape], _layouts([shape]))
+        op.infer(attrs, [shape])
+    # torch accepts some inputs we reject on purpose: Linear/LayerNorm act on a map's width, attention
+    # runs on a 4-d tensor, and permute may move the batch dim
+    if (name, shape) not in {("linear", (3, 4, 4)), ("layernorm", (3, 4, 4)), ("mha", (3, 4, 4)),
+                             ("permute", (3, 4))}:
         with pytest.raises(Exception):  # torch agrees that this input is invalid
             _run_torch(op, _resolve(op, kwargs), [shape])
 

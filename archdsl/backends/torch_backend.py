@@ -27,7 +27,6 @@ def build_module(graph: Graph, device=None, dtype=None) -> nn.Module:
     ctx = torch.device(device) if device is not None else contextlib.nullcontext()
     with ctx:
         model = builder.scope(graph.scopes[""])
-        apply_init(model, graph)
     if dtype is not None:
         model = model.to(dtype=_dtype(dtype))
     return model
@@ -51,20 +50,30 @@ class _Builder:
         return [self.g.nodes[i].shape for i in node.inputs]
 
     def scope(self, sc: Scope) -> nn.Module:
+        """Build ``sc``'s module, then apply the init rules declared in it (as a constructor would)."""
         modules: OrderedDict[str, nn.Module] = OrderedDict()
+        params: OrderedDict[str, nn.Parameter] = OrderedDict()
         for name, kind, ref in sc.children:
             if kind == "node":
                 node = self.g.nodes[ref]
-                modules[name] = get_op(node.op).build(node.attrs, self._in_shapes(node), node.id in self.inplace)
+                op = get_op(node.op)
+                if op.direct_param:
+                    params[name] = nn.Parameter(op.make_param(node.attrs, self._in_shapes(node)))
+                else:
+                    modules[name] = op.build(node.attrs, self._in_shapes(node), node.id in self.inplace)
             else:
                 modules[name] = self.scope(self.g.scopes[ref])
         if sc.kind == "container":  # holds modules only, like the ModuleLists of hand-written models
             if list(modules) == [str(i) for i in range(len(modules))]:
-                return nn.ModuleList(modules.values())
-            return nn.ModuleDict(modules)
-        if self._is_chain(sc):
-            return nn.Sequential(modules)
-        return self._graph_module(sc, modules)
+                module = nn.ModuleList(modules.values())
+            else:
+                module = nn.ModuleDict(modules)
+        elif not params and self._is_chain(sc):
+            module = nn.Sequential(modules)
+        else:
+            module = self._graph_module(sc, modules, params)
+        apply_init(module, self.g, sc.path)
+        return module
 
     def _is_container(self, kind, ref) -> bool:
         return kind == "scope" and self.g.scopes[ref].kind == "container"
@@ -87,6 +96,8 @@ class _Builder:
     def _is_chain(self, sc: Scope) -> bool:
         if sc.functional or any(self._is_container(kind, ref) for _, kind, ref in sc.children):
             return False
+        if any(kind == "node" and get_op(self.g.nodes[ref].op).custom_call for _, kind, ref in sc.children):
+            return False
         cur = sc.input
         for _, kind, ref in sc.children:
             ins, out = self._io(kind, ref)
@@ -95,7 +106,7 @@ class _Builder:
             cur = out
         return cur == sc.output
 
-    def _graph_module(self, sc: Scope, modules) -> nn.Module:
+    def _graph_module(self, sc: Scope, modules, params) -> nn.Module:
         items = [(self._io(kind, ref)[1], 0, name, kind, ref) for name, kind, ref in self._flat_children(sc)]
         items += [(nid, 1, None, "join", nid) for nid in sc.functional]
         items.sort(key=lambda t: (t[0], t[1]))
@@ -107,10 +118,18 @@ class _Builder:
             if kind == "join":
                 node = self.g.nodes[ref]
                 values[out] = get_op(node.op).emit(graph, node.attrs, args, node.id in self.inplace)
+            elif name in params:
+                node = self.g.nodes[ref]
+                values[out] = get_op(node.op).emit(graph, node.attrs, args + [graph.get_attr(name)])
+            elif kind == "node":
+                node = self.g.nodes[ref]
+                values[out] = get_op(node.op).call(graph, name, args, node.attrs)
             else:
                 values[out] = graph.call_module(name, tuple(args))
         graph.output(values[sc.output])
         holder = nn.Module()
+        for name, p in params.items():
+            holder.register_parameter(name, p)
         for name, m in modules.items():
             holder.add_module(name, m)
         gm = fx.GraphModule(holder, graph, class_name=sc.block or "Block")
@@ -120,29 +139,26 @@ class _Builder:
         return gm
 
 
-def apply_init(model: nn.Module, graph: Graph) -> None:
-    """Apply the spec's init rules to every module, in ``model.named_modules()`` order."""
-    rules = graph.init_rules
+def apply_init(module: nn.Module, graph: Graph, scope: str = "") -> None:
+    """Apply the init rules declared in ``scope`` to ``module`` (that scope's module), in
+    ``named_modules()`` order; rules in a block run when that block is built, as in a
+    torchvision constructor, and the model's own rules run last."""
+    rules = [r for r in graph.init_rules if r.scope == scope]
     if not rules:
         return
+    prefix = scope + "." if scope else ""
     op_of = {n.path: n.op for n in graph.ops() if n.path is not None}
     with torch.no_grad():
-        for path, module in model.named_modules():
-            op = op_of.get(path)
+        for rel, sub in module.named_modules():
+            op = op_of.get(prefix + rel if rel else scope)
             if op is None:
                 continue
             for r in rules:
-                if r.scope:
-                    if not path.startswith(r.scope + "."):
-                        continue
-                    rel = path[len(r.scope) + 1:]
-                else:
-                    rel = path
                 if r.by_path:
                     if not fnmatch.fnmatchcase(rel, r.target):
                         continue
                 elif op != r.target:
                     continue
-                tensor = getattr(module, r.param, None)
+                tensor = getattr(sub, r.param, None)
                 if isinstance(tensor, torch.Tensor):
                     INIT_FUNCS[r.fn].apply(tensor, r.args)

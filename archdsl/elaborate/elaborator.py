@@ -54,6 +54,7 @@ class Elaborator:
         self._label_spans: dict[tuple[str, str], Span] = {}  # (scope path, name) -> label that gave it
         self._children: dict[str, dict[str, tuple[str, object]]] = {}  # scope path -> name -> (kind, ref)
         self._calls: list[tuple[str, Span]] = []  # the block calls being elaborated, outermost first
+        self._taps: dict[str, dict[str, tuple[int, Span]]] = {}  # scope path -> tap name -> (node id, span)
 
     # ------------------------------------------------------------ diagnostics
     def error(self, d: Diagnostic) -> None:
@@ -78,7 +79,8 @@ class Elaborator:
             return None
         env = Env(dict(params), body_parent)
         shape = self._input_shape(decl, env, input_override)
-        self.nodes[INPUT_ID] = Node(INPUT_ID, "input", {}, (), shape, "", None, decl.span)
+        self.nodes[INPUT_ID] = Node(INPUT_ID, "input", {}, (), shape, "", None, decl.span,
+                                    layout="CHW" if shape is not None and len(shape) == 3 else None)
         root = Scope("", "block", block_name or decl.name, decl.span, INPUT_ID, INPUT_ID)
         self.scopes[""] = root
         start = INPUT_ID if shape is not None else POISON
@@ -246,6 +248,9 @@ class Elaborator:
         if isinstance(st, ast.InitRule):
             self._init_rule(st, scope, env)
             return cur
+        if isinstance(st, ast.Tap):
+            self._tap(st, scope, env, cur if fan is None else fan.start)
+            return cur
         if isinstance(st, ast.If):
             for cond, body in st.branches:
                 if truth(evaluate(cond, env, self._in(cur)), cond.span):
@@ -298,6 +303,20 @@ class Elaborator:
             if label is not None:
                 target = self._child_scope(label, scope, env, start, "block", None, node.span)
             out = (self._residual if isinstance(node, ast.Residual) else self._concat)(node, target, env, start)
+            if label is not None:
+                target.output = out
+            return out
+        if isinstance(node, (ast.Pass, ast.From)):
+            if label is not None:
+                word = "pass" if isinstance(node, ast.Pass) else "from"
+                raise EvalError(Diagnostic(f"`{word}` makes no module and cannot be named", label.span,
+                                           "remove this label"))
+            return start if isinstance(node, ast.Pass) else self._from(node, scope, env, start)
+        if isinstance(node, ast.Gate):
+            target = scope
+            if label is not None:
+                target = self._child_scope(label, scope, env, start, "block", None, node.span)
+            out = self._gate(node, target, env, start)
             if label is not None:
                 target.output = out
             return out
@@ -491,17 +510,21 @@ class Elaborator:
     def add_node(self, op: Op, attrs, inputs, scope: Scope, name, span, arg_spans=None, error_hint=None) -> int:
         nid = self._new_id()
         shapes = [self.nodes[i].shape if i != POISON else None for i in inputs]
-        shape = None
+        shape = layout = None
         if all(s is not None for s in shapes):
             try:
+                layouts = [self.nodes[i].layout for i in inputs]
+                op.check_layout(attrs, shapes, layouts)
                 shape = op.infer(attrs, shapes)
+                layout = op.layout(attrs, shapes, layouts, shape)
             except ShapeError as e:
                 where = (arg_spans or {}).get(e.arg) or span
                 if error_hint is not None:
                     error_hint(e, shapes)
                 else:
                     self.err(e.message, where, e.label, e.help, (e.note,) if e.note else ())
-        node = Node(nid, op.name, attrs, tuple(inputs), shape, scope.path, name if not op.functional else None, span)
+        node = Node(nid, op.name, attrs, tuple(inputs), shape, scope.path, name if not op.functional else None, span,
+                    layout=layout)
         if shape is not None:
             node.params = op.params(attrs, shapes)
             node.buffers = op.buffers(attrs, shapes)
@@ -590,6 +613,50 @@ class Elaborator:
                      "branches: " + ", ".join(fmt_shape(s) for s in shapes))
 
         return self.add_node(op, attrs, tuple(fan.outputs), scope, None, node.span, error_hint=hint)
+
+    def _gate(self, node: ast.Gate, scope: Scope, env: Env, start: int) -> int:
+        weights = self.run_body(node.body, scope, env.child(), start)
+        if start == POISON:
+            return POISON
+        if weights == start:
+            self.err("`gate` body is empty", node.span, "nothing computes the weights")
+            return POISON
+        if weights == POISON:
+            return POISON
+
+        def hint(e, shapes):
+            w, x = shapes
+            self.err(f"gate weights of shape {fmt_shape(w)} cannot scale the input {fmt_shape(x)}",
+                     Span(node.span.source, node.span.line, node.span.column, node.span.line,
+                          node.span.column + len("gate")), f"the body ends with {fmt_shape(w)}",
+                     help="the body must end with the input's shape or a broadcastable one, "
+                          f"e.g. {x[0]}x1x1 for per-channel weights" if len(x) == 3 else None)
+
+        return self.add_node(get_op("mul"), {}, (weights, start), scope, None, node.span, error_hint=hint)
+
+    def _tap_name(self, label: ast.Label, env: Env, start: int) -> str:
+        text = self._interpolate(label, env, start) if label.is_template else label.text
+        if not _NAME_RE.match(text):
+            raise EvalError(Diagnostic(f"invalid tap name \"{text}\"", label.span,
+                                       "names are letters, digits and `_`"))
+        return text
+
+    def _tap(self, st: ast.Tap, scope: Scope, env: Env, cur: int) -> None:
+        name = self._tap_name(st.label, env, cur)
+        self._taps.setdefault(scope.path, {})[name] = (cur, st.span)
+
+    def _from(self, node: ast.From, scope: Scope, env: Env, start: int) -> int:
+        name = self._tap_name(node.label, env, start)
+        found = self._taps.get(scope.path, {}).get(name)
+        if found is not None:
+            return found[0]
+        elsewhere = [(path, taps[name][1]) for path, taps in self._taps.items() if name in taps]
+        notes = tuple(f"`{name}` is tapped inside `{path or '(model)'}` at {sp.location}, "
+                      "which is another module" for path, sp in elsewhere[:1])
+        raise EvalError(Diagnostic(f"no tap named `{name}` here", node.label.span, "not tapped before this point",
+                                   help=did_you_mean(name, self._taps.get(scope.path, {})) or
+                                   f"save a tensor first with `tap {name}`, in the same block or seq",
+                                   notes=notes))
 
     # ------------------------------------------------------------ init rules
     def _init_rule(self, st: ast.InitRule, scope: Scope, env: Env) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from .registry import Op, register
+from .registry import FLOAT, Arg, Op, choice, register
 
 
 class _Activation(Op):
     category = "activation"
+    macs_rule = "zero"
     can_inplace = True
 
     def infer(self, a, ins):
@@ -36,3 +37,96 @@ class Tanh(_Activation):
     def build(self, a, ins, inplace=False):
         from torch import nn
         return nn.Tanh()
+
+
+@register
+class ReLU6(_Activation):
+    """ReLU capped at 6, ``min(max(x, 0), 6)`` (``torch.nn.ReLU6``), as in MobileNet v2."""
+
+    name = "relu6"
+    torch_class = "ReLU6"
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return nn.ReLU6(inplace=inplace)
+
+
+@register
+class LeakyReLU(_Activation):
+    """Leaky ReLU, ``x if x > 0 else negative_slope * x`` (``torch.nn.LeakyReLU``), as in YOLO heads."""
+
+    name = "leaky_relu"
+    torch_class = "LeakyReLU"
+    args = (Arg("negative_slope", FLOAT, 0.01, "slope for negative inputs"),)
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return nn.LeakyReLU(a["negative_slope"], inplace=inplace)
+
+    def label(self, a):
+        return f"leaky_relu {a['negative_slope']:g}"
+
+
+@register
+class SiLU(_Activation):
+    """Sigmoid-weighted linear unit (swish), ``x * sigmoid(x)`` (``torch.nn.SiLU``), as in EfficientNet."""
+
+    name = "silu"
+    torch_class = "SiLU"
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return nn.SiLU(inplace=inplace)
+
+
+@register
+class Hardswish(_Activation):
+    """Hard swish, ``x * relu6(x + 3) / 6`` (``torch.nn.Hardswish``), as in MobileNet v3."""
+
+    name = "hardswish"
+    torch_class = "Hardswish"
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return nn.Hardswish(inplace=inplace)
+
+
+@register
+class GELU(_Activation):
+    """Gaussian error linear unit (``torch.nn.GELU``), as in ViT and ConvNeXt; ``approximate = "tanh"`` optional."""
+
+    name = "gelu"
+    torch_class = "GELU"
+    can_inplace = False
+    args = (Arg("approximate", choice("none", "tanh"), "none",
+                "the exact erf form, or the tanh approximation"),)
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return nn.GELU(approximate=a["approximate"])
+
+
+@register
+class Sigmoid(_Activation):
+    """Logistic sigmoid, ``1 / (1 + exp(-x))`` (``torch.nn.Sigmoid``), e.g. squeeze-excitation gates."""
+
+    name = "sigmoid"
+    torch_class = "Sigmoid"
+    can_inplace = False
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return nn.Sigmoid()
+
+
+@register
+class Hardsigmoid(_Activation):
+    """Hard sigmoid, ``relu6(x + 3) / 6`` (``torch.nn.Hardsigmoid``), MobileNet v3's gate."""
+
+    name = "hardsigmoid"
+    torch_class = "Hardsigmoid"
+    can_inplace = False
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return nn.Hardsigmoid()

@@ -8,19 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .registry import FLOAT, Arg, ArgType, ArgTypeError
+from .registry import FLOAT, Arg, choice
 
 
-def _choice(*options):
-    def convert(v):
-        if v not in options:
-            raise ArgTypeError("one of " + ", ".join(f'"{o}"' for o in options))
-        return v
-    return ArgType(" | ".join(options), convert)
-
-
-NONLINEARITY = _choice("relu", "leaky_relu", "linear", "tanh", "sigmoid", "selu", "conv2d")
-FAN_MODE = _choice("fan_in", "fan_out")
+NONLINEARITY = choice("relu", "leaky_relu", "linear", "tanh", "sigmoid", "selu", "conv2d")
+FAN_MODE = choice("fan_in", "fan_out")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from .registry import (BOOL, FLOAT, NONNEG_PAIR, OPT_POS_PAIR, POS_INT, POS_PAIR, Arg, Op, ShapeError,
-                       expect_rank, fmt_shape, register, window_out)
+                       channels_first_required, channels_last_required, expect_rank, fmt_shape, register, window_out)
+
+from .registry import GLOBAL, UNDEFINED, Window
 
 SPATIAL = "a CxHxW feature map"
 
@@ -23,6 +27,7 @@ class Conv2d(Op):
 
     name = "conv2d"
     category = "conv"
+    macs_rule = "formula"
     torch_class = "Conv2d"
     param_names = ("weight", "bias")
     args = (
@@ -50,6 +55,9 @@ class Conv2d(Op):
         return (a["out_channels"], window_out(self.name, h, kh, sh, ph, dh, False, "height", x),
                 window_out(self.name, w, kw, sw, pw, dw, False, "width", x))
 
+    def check_layout(self, a, ins, layouts):
+        channels_first_required(self.name, ins[0], layouts[0])
+
     def params(self, a, ins):
         kh, kw = a["kernel_size"]
         n = a["out_channels"] * (ins[0][0] // a["groups"]) * kh * kw
@@ -58,6 +66,9 @@ class Conv2d(Op):
     def macs(self, a, ins, out):
         kh, kw = a["kernel_size"]
         return a["out_channels"] * (ins[0][0] // a["groups"]) * kh * kw * out[1] * out[2]
+
+    def window(self, a, ins, layouts):
+        return Window(a["kernel_size"], a["stride"], a["padding"], a["dilation"])
 
     def build(self, a, ins, inplace=False):
         from torch import nn
@@ -80,6 +91,7 @@ class BatchNorm2d(Op):
 
     name = "batchnorm2d"
     category = "norm"
+    macs_rule = "zero"
     torch_class = "BatchNorm2d"
     param_names = ("weight", "bias")
     args = (
@@ -107,11 +119,147 @@ class BatchNorm2d(Op):
 
 
 @register
+class ConvTranspose2d(Op):
+    """2-D transposed convolution (``torch.nn.ConvTranspose2d``), e.g. U-Net's learned 2x upsampling.
+
+    Output size: ``(in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1``.
+    """
+
+    name = "conv_transpose2d"
+    category = "conv"
+    macs_rule = "formula"
+    torch_class = "ConvTranspose2d"
+    param_names = ("weight", "bias")
+    args = (
+        Arg("out_channels", POS_INT, doc="number of output channels"),
+        Arg("kernel_size", POS_PAIR, doc="kernel size, an int or [kh, kw]"),
+        Arg("stride", POS_PAIR, 1, "stride"),
+        Arg("padding", NONNEG_PAIR, 0, "removed from both sides of the output"),
+        Arg("output_padding", NONNEG_PAIR, 0, "added to one side of the output"),
+        Arg("groups", POS_INT, 1, "number of blocked connections from input to output channels"),
+        Arg("bias", BOOL, True, "add a learnable bias"),
+        Arg("dilation", POS_PAIR, 1, "spacing between kernel elements"),
+    )
+
+    def check_layout(self, a, ins, layouts):
+        channels_first_required(self.name, ins[0], layouts[0])
+
+    def infer(self, a, ins):
+        x = ins[0]
+        expect_rank(self.name, x, 3, SPATIAL)
+        c = x[0]
+        g = a["groups"]
+        if c % g or a["out_channels"] % g:
+            raise ShapeError(f"channels ({c} in, {a['out_channels']} out) of `conv_transpose2d` are not divisible "
+                             f"by groups ({g})", f"groups = {g}", arg="groups")
+        out = [a["out_channels"]]
+        for i, axis in enumerate(("height", "width")):
+            k, s_, p, op, d = (a["kernel_size"][i], a["stride"][i], a["padding"][i], a["output_padding"][i],
+                               a["dilation"][i])
+            if op >= max(s_, d):
+                raise ShapeError(f"`conv_transpose2d` output_padding ({op}) must be smaller than stride or "
+                                 f"dilation along {axis}", "output_padding too large", arg="output_padding")
+            n = (x[i + 1] - 1) * s_ - 2 * p + d * (k - 1) + op + 1
+            if n < 1:
+                raise ShapeError(f"`conv_transpose2d` output {axis} would be {n}", f"{axis} becomes {n}",
+                                 arg="padding")
+            out.append(n)
+        return tuple(out)
+
+    def params(self, a, ins):
+        kh, kw = a["kernel_size"]
+        n = ins[0][0] * (a["out_channels"] // a["groups"]) * kh * kw
+        return n + (a["out_channels"] if a["bias"] else 0)
+
+    def macs(self, a, ins, out):
+        kh, kw = a["kernel_size"]  # every input pixel scatters a kernel into every output channel of its group
+        return ins[0][0] * (a["out_channels"] // a["groups"]) * kh * kw * ins[0][1] * ins[0][2]
+
+    def window(self, a, ins, layouts):
+        return UNDEFINED  # a fractional stride: upsampling has no receptive field in the Distill sense
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return nn.ConvTranspose2d(ins[0][0], a["out_channels"], a["kernel_size"], a["stride"], a["padding"],
+                                  a["output_padding"], a["groups"], a["bias"], a["dilation"])
+
+    def label(self, a):
+        s = f"conv_transpose {_hw(a, 'kernel_size')}"
+        if a["stride"] != (1, 1):
+            s += f" x{_hw(a, 'stride')}"
+        return s + f", {a['out_channels']}"
+
+
+@register
+class LayerNorm(Op):
+    """Layer normalization over the last dimension (``torch.nn.LayerNorm``): tokens, or channels-last maps."""
+
+    name = "layernorm"
+    category = "norm"
+    macs_rule = "zero"
+    torch_class = "LayerNorm"
+    param_names = ("weight", "bias")
+    args = (
+        Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability"),
+        Arg("affine", BOOL, True, "learnable per-element scale and shift"),
+    )
+
+    def check_layout(self, a, ins, layouts):
+        channels_last_required(self.name, ins[0], layouts[0],
+                               "use `layernorm2d()` to normalize the channels of a CxHxW map")
+
+    def infer(self, a, ins):
+        if not ins[0]:
+            raise ShapeError("`layernorm` needs at least one dimension", "input is a scalar")
+        return ins[0]
+
+    def params(self, a, ins):
+        return 2 * ins[0][-1] if a["affine"] else 0
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return nn.LayerNorm(ins[0][-1], eps=a["eps"], elementwise_affine=a["affine"])
+
+    def label(self, a):
+        return "layernorm"
+
+
+@register
+class LayerNorm2d(Op):
+    """Layer normalization over the channels of a CxHxW map at each position (torchvision's ``LayerNorm2d``)."""
+
+    name = "layernorm2d"
+    category = "norm"
+    macs_rule = "zero"
+    torch_class = "LayerNorm2d"
+    param_names = ("weight", "bias")
+    args = (Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability"),)
+
+    def check_layout(self, a, ins, layouts):
+        channels_first_required(self.name, ins[0], layouts[0])
+
+    def infer(self, a, ins):
+        expect_rank(self.name, ins[0], 3, SPATIAL)
+        return ins[0]
+
+    def params(self, a, ins):
+        return 2 * ins[0][0]
+
+    def build(self, a, ins, inplace=False):
+        from .modules import LayerNorm2d
+        return LayerNorm2d(ins[0][0], eps=a["eps"])
+
+    def label(self, a):
+        return "layernorm2d"
+
+
+@register
 class LocalResponseNorm(Op):
     """Local response normalization across channels (``torch.nn.LocalResponseNorm``), as in AlexNet."""
 
     name = "local_response_norm"
     category = "norm"
+    macs_rule = "zero"
     torch_class = "LocalResponseNorm"
     args = (
         Arg("size", POS_INT, doc="number of neighbouring channels"),
@@ -141,6 +289,7 @@ class Linear(Op):
 
     name = "linear"
     category = "linear"
+    macs_rule = "formula"
     torch_class = "Linear"
     param_names = ("weight", "bias")
     args = (
@@ -150,20 +299,26 @@ class Linear(Op):
 
     def infer(self, a, ins):
         x = ins[0]
-        if len(x) == 3:
+        if not x:
+            raise ShapeError("`linear` expects a vector or a token sequence, got a scalar", "input is a scalar")
+        return x[:-1] + (a["out_features"],)
+
+    def check_layout(self, a, ins, layouts):
+        x = ins[0]
+        if layouts[0] == "CHW":
             raise ShapeError(f"`linear` applied to a {fmt_shape(x)} feature map that was not flattened",
                              f"input is {fmt_shape(x)}", help="add `flatten()` before it")
-        if len(x) not in (1, 2):
-            raise ShapeError(f"`linear` expects a vector or a token sequence, got shape {fmt_shape(x)}",
-                             f"input is {fmt_shape(x)}")
-        return x[:-1] + (a["out_features"],)
+        channels_last_required(self.name, x, layouts[0], "flatten first, or `permute` the channels last")
 
     def params(self, a, ins):
         return ins[0][-1] * a["out_features"] + (a["out_features"] if a["bias"] else 0)
 
     def macs(self, a, ins, out):
-        tokens = ins[0][0] if len(ins[0]) == 2 else 1
-        return tokens * ins[0][-1] * a["out_features"]
+        return math.prod(ins[0][:-1]) * ins[0][-1] * a["out_features"]
+
+    def window(self, a, ins, layouts):
+        # on a flat vector every output sees every position; on tokens or channels-last maps, one position
+        return GLOBAL if len(ins[0]) == 1 else super().window(a, ins, layouts)
 
     def build(self, a, ins, inplace=False):
         from torch import nn
@@ -175,6 +330,10 @@ class Linear(Op):
 
 class _Pool2d(Op):
     category = "pool"
+    macs_rule = "zero"
+
+    def window(self, a, ins, layouts):
+        return Window(a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"], a.get("dilation", (1, 1)))
 
     def _window(self, a, ins):
         expect_rank(self.name, ins[0], 3, SPATIAL)
@@ -251,12 +410,21 @@ class AdaptiveAvgPool2d(Op):
 
     name = "adaptive_avgpool2d"
     category = "pool"
+    macs_rule = "zero"
     torch_class = "AdaptiveAvgPool2d"
     args = (Arg("output_size", POS_PAIR, doc="output height and width, an int or [h, w]"),)
 
     def infer(self, a, ins):
         expect_rank(self.name, ins[0], 3, SPATIAL)
         return (ins[0][0],) + a["output_size"]
+
+    def window(self, a, ins, layouts):
+        (h, w), (oh, ow) = ins[0][1:], a["output_size"]
+        if (oh, ow) == (1, 1) and (h, w) != (1, 1):
+            return GLOBAL
+        if h % oh or w % ow:
+            return UNDEFINED  # torch's windows then differ in size from one output to the next
+        return Window((h // oh, w // ow), (h // oh, w // ow), (0, 0))
 
     def build(self, a, ins, inplace=False):
         from torch import nn

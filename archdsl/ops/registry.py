@@ -117,6 +117,22 @@ def _optional(t):
     return convert
 
 
+def choice(*options: str) -> ArgType:
+    """An argument type accepting one of the given strings."""
+    def convert(v):
+        if v not in options:
+            raise ArgTypeError("one of " + ", ".join(f'"{o}"' for o in options))
+        return v
+    return ArgType(" | ".join(f'"{o}"' for o in options), convert)
+
+
+def _int_list(v):
+    if not isinstance(v, (list, tuple)) or not v:
+        raise ArgTypeError("a non-empty list of integers")
+    return tuple(_int(x) for x in v)
+
+
+INT_LIST = ArgType("[int, ...]", _int_list)
 INT = ArgType("int", _int)
 POS_INT = ArgType("int >= 1", _pos_int)
 NONNEG_INT = ArgType("int >= 0", _nonneg_int)
@@ -125,6 +141,7 @@ PROB = ArgType("float in [0, 1]", _prob)
 BOOL = ArgType("bool", _bool)
 POS_PAIR = ArgType("int or [int, int] (>= 1)", _pair(_pos_int))
 NONNEG_PAIR = ArgType("int or [int, int] (>= 0)", _pair(_nonneg_int))
+OPT_BOOL = ArgType("none or bool", _optional(_bool))
 OPT_POS_PAIR = ArgType("none, int or [int, int] (>= 1)", _optional(_pair(_pos_int)))
 
 
@@ -140,6 +157,29 @@ class Arg:
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+
+# ------------------------------------------------------------------ analysis declarations
+
+#: ``Op.macs_rule`` values: how the summary counts an op's MACs (torchvision's convention).
+MACS_FORMULA = "formula"  # ``macs`` counts its multiply-accumulates (conv, linear, every matmul)
+MACS_ZERO = "zero"        # 0 by convention: norms, activations, pooling, element-wise ops, data movement
+MACS_UNKNOWN = "unknown"  # no formula: reported as unknown, never silently as 0
+
+#: ``Op.window`` results other than a :class:`Window`.
+POINTWISE = "pointwise"   # each output position sees the same positions of its inputs (max over inputs)
+GLOBAL = "global"         # each output element may depend on every input position
+UNDEFINED = "undefined"   # no receptive field is defined (resampling: upsampling, transposed conv)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window over the height and width of a CxHxW map, for receptive fields."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int] = (1, 1)
 
 
 # ------------------------------------------------------------------ ops
@@ -163,6 +203,14 @@ class Op:
     torch_class: ClassVar[str | None] = None
     #: parameter tensors the op's module owns, for `init op.param = ...` rules.
     param_names: ClassVar[tuple[str, ...]] = ()
+    #: how ``macs`` counts: MACS_FORMULA, MACS_ZERO or MACS_UNKNOWN. Every op must declare it.
+    macs_rule: ClassVar[str | None] = None
+    #: the op's one parameter lives directly on the enclosing module under the node's name
+    #: (ViT's ``class_token``, ConvNeXt's ``layer_scale``) instead of in a child module:
+    #: ``make_param`` creates it and ``emit`` applies it (its last argument is the parameter).
+    direct_param: ClassVar[bool] = False
+    #: the module is called with more than one argument or returns a tuple (``call``).
+    custom_call: ClassVar[bool] = False
 
     # shape rule ---------------------------------------------------------
     def infer(self, a: dict, ins: list[Shape]) -> Shape:
@@ -178,6 +226,17 @@ class Op:
     def macs(self, a: dict, ins: list[Shape], out: Shape) -> int:
         return 0
 
+    def window(self, a: dict, ins: list[Shape], layouts: list[str | None]) -> Window | str:
+        """How an output position depends on input positions (receptive fields, ``archdsl summary``).
+
+        A :class:`Window` for sliding windows over CxHxW maps (conv, pooling); ``POINTWISE`` (the
+        default) when each output position sees the same positions of the inputs (activations,
+        norms, element-wise joins, per-token layers, reshapes); ``GLOBAL`` when an output element
+        may see every input position (global pooling, a linear layer on a vector, attention);
+        ``UNDEFINED`` when there is no receptive field in the Distill sense (upsampling).
+        """
+        return POINTWISE
+
     # torch ------------------------------------------------------------------
     def build(self, a: dict, ins: list[Shape], inplace: bool = False):
         """Return the ``nn.Module`` for this op (module ops)."""
@@ -186,6 +245,25 @@ class Op:
     def emit(self, graph, a: dict, args: list, inplace: bool = False):
         """Add this op to a ``torch.fx.Graph`` as a function call over ``args`` (functional ops)."""
         raise NotImplementedError
+
+    def make_param(self, a: dict, ins: list[Shape]):
+        """The initial value of a ``direct_param`` op's parameter (a tensor)."""
+        raise NotImplementedError
+
+    def call(self, graph, name: str, args: list, a: dict):
+        """Add a call of the op's module ``name`` to a ``torch.fx.Graph`` (``custom_call`` ops)."""
+        return graph.call_module(name, tuple(args))
+
+    # layouts --------------------------------------------------------------------
+    def layout(self, a: dict, ins: list[Shape], layouts: list[str | None], out: Shape) -> str | None:
+        """The output's axis letters (``"CHW"``, ``"HWC"``, ``"LC"`` tokens x channels), or None if unknown.
+
+        By default an op that keeps the rank keeps its (first) input's layout; other outputs are unknown.
+        """
+        return layouts[0] if ins and len(out) == len(ins[0]) else None
+
+    def check_layout(self, a: dict, ins: list[Shape], layouts: list[str | None]) -> None:
+        """Raise :class:`ShapeError` if the op would silently act on the wrong axis of its input."""
 
     # presentation -------------------------------------------------------------
     def label(self, a: dict) -> str:
@@ -245,14 +323,37 @@ def register(cls: type[Op]) -> type[Op]:
     return cls
 
 
+def _load_ops() -> None:
+    from . import activations, layers, structure, transformer  # noqa: F401  (registration side effects)
+
+
 def get_op(name: str) -> Op | None:
-    from . import activations, layers, structure  # noqa: F401  (registration side effects)
+    if not REGISTRY:
+        _load_ops()
     return REGISTRY.get(name)
 
 
 def all_ops() -> dict[str, Op]:
-    from . import activations, layers, structure  # noqa: F401
+    if not REGISTRY:
+        _load_ops()
     return dict(REGISTRY)
+
+
+def channels_first_required(op: str, x: Shape, layout: str | None) -> None:
+    """``op`` works on CxHxW feature maps: refuse one whose axes were permuted."""
+    if layout is not None and layout != "CHW" and len(x) == 3:
+        raise ShapeError(f"`{op}` expects a CxHxW feature map, but this {fmt_shape(x)} tensor is laid out "
+                         f"{'x'.join(layout)}", f"input is {'x'.join(layout)}",
+                         help="`permute([0, 3, 1, 2])` puts the channels first again")
+
+
+def channels_last_required(op: str, x: Shape, layout: str | None, what: str) -> None:
+    """``op`` acts on the last axis: refuse a map whose last axis is known to be its width or height."""
+    if len(x) >= 2 and layout is not None and layout[-1] in "HW":
+        last = {"W": "width", "H": "height"}[layout[-1]]
+        raise ShapeError(f"`{op}` acts on the last axis, which here is the {last} of a {fmt_shape(x)} "
+                         f"({'x'.join(layout)}) tensor", f"input is {fmt_shape(x)} ({'x'.join(layout)})",
+                         help=f"{what}")
 
 
 # ------------------------------------------------------------------ shape helpers

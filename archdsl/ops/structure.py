@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from .registry import INT, PROB, Arg, Op, ShapeError, fmt_shape, register
+from .registry import (INT, INT_LIST, OPT_BOOL, POS_INT, POS_PAIR, PROB, Arg, Op, ShapeError, choice, fmt_shape,
+                       register)
 
 
 def _dim(op: str, dim: int, rank: int, arg: str = "dim") -> int:
@@ -23,6 +24,7 @@ class Flatten(Op):
 
     name = "flatten"
     category = "reshape"
+    macs_rule = "zero"
     torch_class = "Flatten"
     returns_view = True
     args = (Arg("start_dim", INT, 1, "first dim to flatten (batch is 0)"),
@@ -36,6 +38,19 @@ class Flatten(Op):
             raise ShapeError("`flatten` end_dim comes before start_dim", "empty range", arg="end_dim")
         return x[:s] + (math.prod(x[s:e + 1]),) + x[e + 1:]
 
+    def layout(self, a, ins, layouts, out):
+        lay = layouts[0]
+        if lay is None:
+            return None
+        s = _dim(self.name, a["start_dim"], len(ins[0]), "start_dim")
+        e = _dim(self.name, a["end_dim"], len(ins[0]), "end_dim")
+        merged = lay[s:e + 1]
+        if len(merged) > 1:
+            if not set(merged) <= {"H", "W", "L"}:
+                return None
+            merged = "L"  # spatial positions become token positions
+        return lay[:s] + merged + lay[e + 1:]
+
     def build(self, a, ins, inplace=False):
         from torch import nn
         return nn.Flatten(a["start_dim"], a["end_dim"])
@@ -47,6 +62,7 @@ class Dropout(Op):
 
     name = "dropout"
     category = "regularization"
+    macs_rule = "zero"
     torch_class = "Dropout"
     returns_view = True  # in eval mode it returns its input itself
     args = (Arg("p", PROB, 0.5, "probability of an element being zeroed"),)
@@ -68,6 +84,7 @@ class Add(Op):
 
     name = "add"
     category = "join"
+    macs_rule = "zero"
     arity = None
     functional = True
 
@@ -97,6 +114,7 @@ class Concat(Op):
 
     name = "concat"
     category = "join"
+    macs_rule = "zero"
     arity = None
     functional = True
     args = (Arg("dim", INT, 1, "dim to concatenate along (batch is 0)"),)
@@ -116,3 +134,225 @@ class Concat(Op):
 
     def label(self, a):
         return "concat"
+
+
+def _broadcast(op: str, shapes) -> tuple[int, ...]:
+    """torch's broadcasting over batch-free shapes (trailing dims aligned)."""
+    rank = max(len(s) for s in shapes)
+    out = []
+    for i in range(-rank, 0):
+        dims = {s[i] for s in shapes if len(s) >= -i} - {1}
+        if len(dims) > 1:
+            raise ShapeError(f"cannot {op} tensors of shapes " + " and ".join(fmt_shape(s) for s in shapes),
+                             " vs ".join(fmt_shape(s) for s in shapes))
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+@register
+class Mul(Op):
+    """Element-wise product with broadcasting (gates: ``x * se(x)``); first the weights, then the input."""
+
+    name = "mul"
+    category = "join"
+    macs_rule = "zero"
+    arity = None
+    functional = True
+
+    def infer(self, a, ins):
+        return _broadcast("multiply", ins)
+
+    def layout(self, a, ins, layouts, out):
+        return next((lay for s, lay in zip(ins, layouts) if s == out), None)
+
+    def emit(self, graph, a, args, inplace=False):
+        import operator
+        out = graph.call_function(operator.mul, (args[0], args[1]))
+        for more in args[2:]:
+            out = graph.call_function(operator.mul, (out, more))
+        return out
+
+    def label(self, a):
+        return "x"
+
+
+@register
+class Permute(Op):
+    """Reorder dimensions (torchvision's ``Permute``); ``dims`` count the batch as 0, which must stay first.
+
+    ``permute([0, 2, 3, 1])`` makes a CxHxW map channels-last (HxWxC), as in ConvNeXt blocks.
+    """
+
+    name = "permute"
+    category = "reshape"
+    macs_rule = "zero"
+    torch_class = "Permute"
+    returns_view = True
+    args = (Arg("dims", INT_LIST, doc="the new order of the dims, batch (0) first"),)
+
+    def infer(self, a, ins):
+        dims = a["dims"]
+        if sorted(dims) != list(range(len(ins[0]) + 1)) or dims[0] != 0:
+            raise ShapeError(f"`permute` dims {list(dims)} are not an order of 0..{len(ins[0])} with the batch "
+                             f"dim 0 first, for a {fmt_shape(ins[0])} tensor", f"input is {fmt_shape(ins[0])}",
+                             arg="dims")
+        return tuple(ins[0][d - 1] for d in dims[1:])
+
+    def layout(self, a, ins, layouts, out):
+        return "".join(layouts[0][d - 1] for d in a["dims"][1:]) if layouts[0] else None
+
+    def build(self, a, ins, inplace=False):
+        from .modules import Permute
+        return Permute(list(a["dims"]))
+
+    def label(self, a):
+        return "permute " + ",".join(str(d) for d in a["dims"])
+
+
+@register
+class Reshape(Op):
+    """Reshape each sample to ``shape`` (batch excluded; one entry may be -1), like ``x.reshape(n, *shape)``."""
+
+    name = "reshape"
+    category = "reshape"
+    macs_rule = "zero"
+    torch_class = "Reshape"
+    returns_view = True
+    args = (Arg("shape", INT_LIST, doc="the new per-sample shape; one entry may be -1"),)
+
+    def infer(self, a, ins):
+        shape, total = list(a["shape"]), math.prod(ins[0])
+        if shape.count(-1) > 1 or any(d < -1 or d == 0 for d in shape):
+            raise ShapeError(f"`reshape` shape {shape} must have positive sizes and at most one -1",
+                             "invalid shape", arg="shape")
+        known = math.prod(d for d in shape if d != -1)
+        if -1 in shape:
+            if total % known:
+                raise ShapeError(f"cannot reshape {fmt_shape(ins[0])} ({total} elements) to {shape}",
+                                 f"{total} is not divisible by {known}", arg="shape")
+            shape[shape.index(-1)] = total // known
+        elif known != total:
+            raise ShapeError(f"cannot reshape {fmt_shape(ins[0])} ({total} elements) to {fmt_shape(tuple(shape))} "
+                             f"({known} elements)", f"{known} != {total} elements", arg="shape")
+        return tuple(shape)
+
+    def layout(self, a, ins, layouts, out):
+        return None
+
+    def build(self, a, ins, inplace=False):
+        from .modules import Reshape
+        return Reshape(list(a["shape"]))
+
+    def label(self, a):
+        return "reshape " + "x".join(str(d) for d in a["shape"])
+
+
+@register
+class Select(Op):
+    """Pick one index along a dim, dropping that dim (``x.select(dim, index)``), e.g. ViT's class token ``x[:, 0]``."""
+
+    name = "select"
+    category = "reshape"
+    macs_rule = "zero"
+    torch_class = "Select"
+    returns_view = True
+    args = (Arg("dim", INT, doc="the dim to index (batch is 0)"),
+            Arg("index", INT, doc="the position along it (negative counts from the end)"))
+
+    def infer(self, a, ins):
+        d = _dim(self.name, a["dim"], len(ins[0]))
+        size = ins[0][d]
+        if not -size <= a["index"] < size:
+            raise ShapeError(f"`select` index {a['index']} is out of range for size {size}",
+                             f"size {size}", arg="index")
+        return ins[0][:d] + ins[0][d + 1:]
+
+    def build(self, a, ins, inplace=False):
+        from .modules import Select
+        return Select(a["dim"], a["index"])
+
+    def label(self, a):
+        return f"select [{a['dim']}] {a['index']}"
+
+
+@register
+class Interpolate(Op):
+    """Resize a CxHxW map to ``size`` (``F.interpolate``); U-Net's resize when a skip's size differs."""
+
+    name = "interpolate"
+    category = "reshape"
+    macs_rule = "zero"
+    torch_class = "Interpolate"
+    args = (Arg("size", POS_PAIR, doc="output height and width"),
+            Arg("mode", choice("nearest", "bilinear", "bicubic", "area", "nearest-exact"), "nearest",
+                "interpolation algorithm"),
+            Arg("align_corners", OPT_BOOL, None, "for bilinear/bicubic: align the corner pixels"))
+
+    def infer(self, a, ins):
+        if len(ins[0]) != 3:
+            raise ShapeError(f"`interpolate` expects a CxHxW feature map, got {fmt_shape(ins[0])}",
+                             f"input is {fmt_shape(ins[0])}")
+        if a["align_corners"] is not None and a["mode"] not in ("bilinear", "bicubic"):
+            raise ShapeError(f"`align_corners` only applies to bilinear and bicubic modes, not {a['mode']!r}",
+                             "remove it", arg="align_corners")
+        return (ins[0][0],) + a["size"]
+
+    def window(self, a, ins, layouts):
+        return "undefined"  # resampling: no receptive field in the Distill sense
+
+    def build(self, a, ins, inplace=False):
+        from .modules import Interpolate
+        return Interpolate(list(a["size"]), a["mode"], a["align_corners"])
+
+    def label(self, a):
+        return f"resize {a['size'][0]}x{a['size'][1]} {a['mode']}"
+
+
+@register
+class StochasticDepth(Op):
+    """Drop the residual branch per sample (``"row"``) or per batch with probability ``p`` in training;
+    identity in eval (torchvision's ``StochasticDepth``)."""
+
+    name = "stochastic_depth"
+    category = "regularization"
+    macs_rule = "zero"
+    torch_class = "StochasticDepth"
+    args = (Arg("p", PROB, doc="probability of dropping"),
+            Arg("mode", choice("row", "batch"), "row", "drop per sample or for the whole batch"))
+
+    def infer(self, a, ins):
+        return ins[0]
+
+    def build(self, a, ins, inplace=False):
+        from .modules import StochasticDepth
+        return StochasticDepth(a["p"], a["mode"])
+
+    def label(self, a):
+        return f"stochastic depth {a['p']:.3g}"
+
+
+@register
+class ChannelShuffle(Op):
+    """Interleave the channels of ``groups`` groups (ShuffleNet's channel shuffle)."""
+
+    name = "channel_shuffle"
+    category = "reshape"
+    macs_rule = "zero"
+    torch_class = "ChannelShuffle"
+    args = (Arg("groups", POS_INT, doc="number of channel groups"),)
+
+    def infer(self, a, ins):
+        if len(ins[0]) != 3:
+            raise ShapeError(f"`channel_shuffle` expects a CxHxW feature map, got {fmt_shape(ins[0])}",
+                             f"input is {fmt_shape(ins[0])}")
+        if ins[0][0] % a["groups"]:
+            raise ShapeError(f"{ins[0][0]} channels cannot be split into {a['groups']} groups",
+                             f"groups = {a['groups']}", arg="groups")
+        return ins[0]
+
+    def build(self, a, ins, inplace=False):
+        from .modules import ChannelShuffle
+        return ChannelShuffle(a["groups"])
+
+    def label(self, a):
+        return f"channel shuffle g{a['groups']}"

@@ -174,6 +174,33 @@ class Concat:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """`gate { body }`: x * body(x), the body computing per-channel (or broadcastable) weights."""
+    body: tuple["Stmt", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Pass:
+    """`pass`: the incoming tensor itself (an identity branch, e.g. in `concat`)."""
+    span: Span
+
+
+@dataclass(frozen=True)
+class From:
+    """`from name`: continue from (or, in `concat`, branch from) the tensor saved by `tap name`."""
+    label: Label
+    span: Span
+
+
+@dataclass(frozen=True)
+class Tap:
+    """`tap name`: save the current tensor under ``name`` for a later `from name` (long skips)."""
+    label: Label
+    span: Span
+
+
+@dataclass(frozen=True)
 class If:
     """`if c { } elif d { } else { }`: statements chosen at elaboration time."""
     branches: tuple[tuple[Expr, tuple["Stmt", ...]], ...]
@@ -181,7 +208,7 @@ class If:
     span: Span
 
 
-Node = Union[Call, Seq, For, Residual, Concat]
+Node = Union[Call, Seq, For, Residual, Concat, Gate, Pass, From]
 
 
 @dataclass(frozen=True)
@@ -191,7 +218,7 @@ class Labelled:
     span: Span
 
 
-Stmt = Union[Let, InitRule, Labelled, Call, Seq, For, Residual, Concat, If]
+Stmt = Union[Let, InitRule, Labelled, Call, Seq, For, Residual, Concat, Gate, Pass, From, Tap, If]
 
 # ---------------------------------------------------------------- declarations
 

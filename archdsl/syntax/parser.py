@@ -18,7 +18,7 @@ from . import ast
 
 KEYWORDS = ("use", "let", "block", "model", "input", "init", "seq", "for", "in", "residual",
             "shortcut", "concat", "if", "elif", "else", "then", "and", "or", "not", "true",
-            "false", "none")
+            "false", "none", "gate", "pass", "tap", "from")
 
 _TERMINAL_WORDS = {
     "NAME": "a name",
@@ -200,6 +200,22 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def concat_node(self, meta, c):
         return ast.Concat(c[0] or (), c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def gate_node(self, meta, c):
+        return ast.Gate(c[0], self._span(meta))
+
+    @v_args(meta=True)
+    def pass_node(self, meta, c):
+        return ast.Pass(self._span(meta))
+
+    @v_args(meta=True)
+    def from_node(self, meta, c):
+        return ast.From(c[0], self._span(meta))
+
+    @v_args(meta=True)
+    def tap_stmt(self, meta, c):
+        return ast.Tap(c[0], self._span(meta))
 
     @v_args(meta=True)
     def if_stmt(self, meta, c):

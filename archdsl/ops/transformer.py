@@ -1,0 +1,177 @@
+"""Transformer ops and parameters that live directly on a module (ViT, ConvNeXt).
+
+``class_token``, ``pos_embedding`` and ``layer_scale`` own one ``nn.Parameter`` registered
+on the enclosing module under the node's name (``class_token``, ``pos_embedding``,
+``layer_scale``), exactly where torchvision keeps it.
+"""
+
+from __future__ import annotations
+
+from .registry import BOOL, FLOAT, POS_INT, PROB, Arg, Op, ShapeError, channels_last_required, fmt_shape, register
+
+TOKENS = "a token sequence (tokens x dim)"
+
+
+def _tokens(op: str, x) -> tuple[int, int]:
+    if len(x) != 2:
+        raise ShapeError(f"`{op}` expects {TOKENS}, got {fmt_shape(x)}", f"input is {fmt_shape(x)}",
+                         help="make tokens from a CxHxW map with `flatten(2)` and `permute([0, 2, 1])`")
+    return x
+
+
+@register
+class MultiheadAttention(Op):
+    """Multi-head self-attention over a token sequence (``torch.nn.MultiheadAttention``, batch first).
+
+    Called as ``attn(x, x, x, need_weights=False)[0]``, as torchvision's ViT encoder does.
+    MACs: the q/k/v and output projections (4 N D^2) plus QK^T and AV (2 N^2 D).
+    """
+
+    name = "mha"
+    category = "attention"
+    macs_rule = "formula"
+    torch_class = "MultiheadAttention"
+    custom_call = True
+    param_names = ("in_proj_weight", "in_proj_bias")
+    args = (Arg("num_heads", POS_INT, doc="number of attention heads; must divide the embedding dim"),
+            Arg("dropout", PROB, 0.0, "dropout on the attention weights"),
+            Arg("bias", BOOL, True, "biases in the input and output projections"))
+
+    def check_layout(self, a, ins, layouts):
+        channels_last_required(self.name, ins[0], layouts[0], "make tokens x channels with `permute`")
+
+    def infer(self, a, ins):
+        n, d = _tokens(self.name, ins[0])
+        if d % a["num_heads"]:
+            raise ShapeError(f"embedding dim {d} is not divisible by num_heads ({a['num_heads']})",
+                             f"{d} / {a['num_heads']}", arg="num_heads")
+        return ins[0]
+
+    def params(self, a, ins):
+        d = ins[0][1]
+        return 4 * d * d + (4 * d if a["bias"] else 0)
+
+    def macs(self, a, ins, out):
+        n, d = ins[0]
+        return 4 * n * d * d + 2 * n * n * d
+
+    def window(self, a, ins, layouts):
+        return "global"  # every token attends to every token
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return nn.MultiheadAttention(ins[0][1], a["num_heads"], dropout=a["dropout"], bias=a["bias"],
+                                     batch_first=True)
+
+    def call(self, graph, name, args, a):
+        import operator
+        x = args[0]
+        out = graph.call_module(name, (x, x, x), {"need_weights": False})
+        return graph.call_function(operator.getitem, (out, 0))
+
+    def label(self, a):
+        return f"attention, {a['num_heads']} heads"
+
+
+class _DirectParam(Op):
+    direct_param = True
+    macs_rule = "zero"  # concatenation, addition, element-wise scaling
+
+    def emit(self, graph, a, args, inplace=False):
+        raise NotImplementedError
+
+
+@register
+class ClassToken(_DirectParam):
+    """Prepend a learnable class token (a ``1 x 1 x dim`` parameter, zeros) to a token sequence, as in ViT."""
+
+    name = "class_token"
+    category = "embedding"
+
+    def check_layout(self, a, ins, layouts):
+        channels_last_required(self.name, ins[0], layouts[0], "make tokens x channels with `permute`")
+
+    def infer(self, a, ins):
+        n, d = _tokens(self.name, ins[0])
+        return (n + 1, d)
+
+    def params(self, a, ins):
+        return ins[0][1]
+
+    def make_param(self, a, ins):
+        import torch
+        return torch.zeros(1, 1, ins[0][1])
+
+    def emit(self, graph, a, args, inplace=False):
+        import torch
+        x, token = args
+        n = graph.call_method("size", (x, 0))
+        batch = graph.call_method("expand", (token, n, -1, -1))
+        return graph.call_function(torch.cat, ([batch, x],), {"dim": 1})
+
+    def label(self, a):
+        return "class token"
+
+
+@register
+class PosEmbedding(_DirectParam):
+    """Add a learnable position embedding (a ``1 x tokens x dim`` parameter drawn from N(0, std^2))."""
+
+    name = "pos_embedding"
+    category = "embedding"
+    args = (Arg("std", FLOAT, 0.02, "standard deviation of the initial values"),)
+
+    def check_layout(self, a, ins, layouts):
+        channels_last_required(self.name, ins[0], layouts[0], "make tokens x channels with `permute`")
+
+    def infer(self, a, ins):
+        return _tokens(self.name, ins[0])
+
+    def params(self, a, ins):
+        return ins[0][0] * ins[0][1]
+
+    def make_param(self, a, ins):
+        import torch
+        return torch.empty(1, *ins[0]).normal_(std=a["std"])
+
+    def emit(self, graph, a, args, inplace=False):
+        import operator
+        return graph.call_function(operator.add, (args[0], args[1]))
+
+    def label(self, a):
+        return "+ position embedding"
+
+
+@register
+class LayerScale(_DirectParam):
+    """Multiply by a learnable per-channel scale initialized to ``value`` (ConvNeXt's ``layer_scale``).
+
+    The parameter is ``C x 1 x 1`` for a CxHxW map and ``dim`` for tokens.
+    """
+
+    name = "layer_scale"
+    category = "linear"
+    args = (Arg("value", FLOAT, 1e-6, "initial value of every scale"),)
+
+    def infer(self, a, ins):
+        if not ins[0]:
+            raise ShapeError("`layer_scale` needs at least one dimension", "input is a scalar")
+        return ins[0]
+
+    def _shape(self, ins, layout=None):
+        x = ins[0]
+        return (x[0], 1, 1) if len(x) == 3 else (x[-1],)
+
+    def params(self, a, ins):
+        return self._shape(ins)[0]
+
+    def make_param(self, a, ins):
+        import torch
+        return torch.ones(*self._shape(ins)) * a["value"]
+
+    def emit(self, graph, a, args, inplace=False):
+        import operator
+        return graph.call_function(operator.mul, (args[1], args[0]))
+
+    def label(self, a):
+        return f"layer scale {a['value']:g}"
