@@ -90,8 +90,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _html(text) -> str:
-    """Spec text made safe inside an HTML-like label: entities escaped, newlines and control characters blanked."""
-    return html.escape(_CONTROL.sub(" ", str(text)).replace("\r", " ").replace("\n", " "), quote=True)
+    """Spec text made safe inside an HTML-like label: entities escaped, newlines and control
+    characters blanked, backslashes doubled (Graphviz expands ``\\N``, ``\\G`` even in HTML text)."""
+    text = _CONTROL.sub(" ", str(text)).replace("\r", " ").replace("\n", " ")
+    return html.escape(text, quote=True).replace("\\", "\\\\")
 
 
 def _tooltip(text: str) -> str:
@@ -152,6 +154,7 @@ class _Tree:
                     break
                 scope = self.parent.get(scope, "")
         self._sigs: dict[str, tuple] = {}
+        self.consumers = g.consumers()
 
     def _depths(self, path: str, d: int) -> None:
         self.depth[path] = d
@@ -173,6 +176,19 @@ class _Tree:
                 out.append(ref)
                 out.extend(self.subscopes(ref))
         return out
+
+    def chained(self, a: str, b: str) -> bool:
+        """Whether scope ``b`` takes only ``a``'s output and ``a``'s tensors go only to ``b``.
+
+        Only such runs fold: the run then has one way in and one way out, so drawing one
+        instance for all of them loses no edge (DenseNet's layers, each feeding a concat,
+        do not chain and are not folded)."""
+        in_a, in_b = set(self.nodes[a]), set(self.nodes[b])
+        out_a = self.g.scopes[a].output
+        for n in self.nodes[b]:
+            if any(u not in in_b and u != out_a for u in self.g.nodes[n].inputs):
+                return False
+        return all(c in in_a or c in in_b for n in in_a for c in self.consumers[n])
 
     def signature(self, path: str) -> tuple:
         """What must be equal for two sibling scopes to fold: structure, attributes and shapes."""
@@ -278,6 +294,7 @@ class View:
             if (prev is not None and it.kind != "node" and prev.kind == it.kind
                     and self.g.scopes[it.scope].kind != "container"
                     and self.tree.signature(prev.scope) == self.tree.signature(it.scope)
+                    and self.tree.chained(prev.members[-1], it.scope)
                     and self._open_signature(prev.scope) == self._open_signature(it.scope)):
                 prev.members.append(it.scope)
                 continue
@@ -338,7 +355,32 @@ def build_view(g: Graph, depth: int | None = None, expand=(), fold: bool = True,
         if len(v.drawn_nodes()) > max_nodes:
             break
         best = v
-    return best
+    return _open_more(best, max_nodes)
+
+
+def _open_more(view: View, max_nodes: int) -> View:
+    """Open collapsed blocks one level below the view's depth, smallest first, while they fit.
+
+    DenseNet-201 at one uniform depth shows its dense blocks either all collapsed or 300
+    nodes; this opens the transitions and the small dense blocks and leaves the big ones
+    collapsed. Runs of folded blocks open together."""
+    candidates = [it for it, _ in view.walk() if it.kind == "block" and view.tree.depth[it.scope] == view.depth + 1]
+    if not candidates:
+        return view
+    size = len(view.drawn_nodes())
+    trial = {}
+    for it in candidates:
+        v = View(view.g, view.tree, view.depth, view.opened | set(it.members), view.fold)
+        trial[it.scope] = len(v.drawn_nodes()) - size
+    opened = set(view.opened)
+    for it in sorted(candidates, key=lambda it: trial[it.scope]):   # stable: drawing order among equals
+        if size + trial[it.scope] > max_nodes:
+            continue
+        v = View(view.g, view.tree, view.depth, opened | set(it.members), view.fold)
+        if len(v.drawn_nodes()) <= max_nodes:
+            opened |= set(it.members)
+            size, view = len(v.drawn_nodes()), v
+    return view
 
 
 def _expanded(g: Graph, tree: _Tree, patterns) -> set[str]:
@@ -389,13 +431,14 @@ def _bands(view: View, rank: dict[str, int], rankdir: str, columns: int | None) 
     for r in rank.values():
         per_rank[r] = per_rank.get(r, 0) + 1
     breadth = max(per_rank.values())
+    columns_given = columns
     if columns is None:
         # rough drawing sizes in inches: a rank is ~0.75 tall and a node ~2.2 wide (TB)
         step, across = (0.95, 2.2 * breadth + 0.6) if rankdir == "TB" else (2.6, 0.8 * breadth + 0.4)
         target = 1.25 if rankdir == "TB" else 0.8        # length : breadth of the whole drawing
         columns = max(1, round(math.sqrt(height * step / (target * across))))
     columns = max(1, min(columns, height // 4 or 1))
-    if columns == 1:
+    if columns == 1 or (height <= 12 and columns_given is None):
         return []
     spans = []   # (min rank, max rank, weight) per cluster
     for it, level in view.walk():
@@ -480,6 +523,17 @@ def _op_label(n: Node) -> str:
 def _category(n: Node) -> str:
     op = _op(n.op)
     return getattr(op, "category", "") if op is not None else ""
+
+
+def _seq_text(g: Graph, scope: Scope) -> str:
+    """``seq of 48 DenseLayer`` or ``seq of 3 modules``: what a collapsed seq holds."""
+    blocks = {g.scopes[ref].block if kind == "scope" and ref in g.scopes else None
+              for _name, kind, ref in scope.children}
+    n = len(scope.children)
+    kind = scope.kind if scope.kind != "block" else "block"
+    if len(blocks) == 1 and None not in blocks:
+        return f"{kind} of {n} {blocks.pop()}"
+    return f"{kind} of {n} module{'s' if n != 1 else ''}"
 
 
 def _run_name(members: list[str]) -> str:
@@ -606,7 +660,7 @@ def _node(parent, view: View, it: Item) -> None:
     ids = [n for m in it.members for n in tree.nodes[m]]
     params = sum(g.nodes[n].params for n in ids)
     macs = sum(g.nodes[n].macs for n in ids)
-    what = scope.block or f"{scope.kind} ({len(scope.children)})"
+    what = scope.block or _seq_text(g, scope)
     if it.folded > 1:
         what = f"{what} \u00d7 {it.folded}"
     out = g.nodes[g.scopes[it.members[-1]].output]
