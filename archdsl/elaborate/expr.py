@@ -177,6 +177,32 @@ def _ceil_floor(fn):
     return run
 
 
+def _sqrt(span, v):
+    v = _num(v, span)
+    if v < 0:
+        fail(f"sqrt of a negative number ({v})", span)
+    return math.sqrt(v)
+
+
+def _log(span, v, base=None):
+    v = _num(v, span)
+    if v <= 0:
+        fail(f"log of a number that is not positive ({v})", span)
+    if base is None:
+        return math.log(v)
+    base = _num(base, span)
+    if base <= 0 or base == 1:
+        fail(f"log base must be positive and not 1, got {base}", span)
+    return math.log(v) / math.log(base)
+
+
+def _exp(span, v):
+    v = _num(v, span)
+    if v > 700:
+        fail(f"exp({v}) overflows", span)
+    return math.exp(v)
+
+
 BUILTINS: dict[str, Builtin] = {b.name: b for b in [
     Builtin("min", _minmax(min), 1, 99, "smallest of the arguments, or of one list"),
     Builtin("max", _minmax(max), 1, 99, "largest of the arguments, or of one list"),
@@ -186,6 +212,9 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
     Builtin("int", _to_int, 1, 1, "truncate a number towards zero"),
     Builtin("float", _to_float, 1, 1, "convert a number to float"),
     Builtin("abs", lambda span, v: abs(_num(v, span)), 1, 1, "absolute value"),
+    Builtin("sqrt", _sqrt, 1, 1, "square root (correctly rounded)"),
+    Builtin("log", _log, 1, 2, "natural logarithm; log(x, base) is log(x) / log(base)"),
+    Builtin("exp", _exp, 1, 1, "e to the power x"),
     Builtin("len", lambda span, v: len(_seq(v, span)), 1, 1, "length of a list or string"),
     Builtin("sum", _sum, 1, 1, "sum of a list of numbers"),
     Builtin("range", _range, 1, 3, "range(stop), range(start, stop[, step]) as a list"),
