@@ -215,7 +215,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("svg", "png", "pdf", "dot"), help="output format (default: svg)")
     p.add_argument("--depth", type=int, metavar="N",
                    help="open blocks down to depth N (the model is 0) and collapse deeper ones; "
-                        "default: the deepest view with at most 120 nodes")
+                        "default: the deepest depth drawing at most 120 nodes, with the smaller blocks one "
+                        "level deeper opened while they fit")
     p.add_argument("--expand", nargs="+", action="extend", default=[], metavar="PATH",
                    help="open these blocks whatever --depth says (module paths or globs such as 'layer3.*')")
     p.add_argument("--no-fold", action="store_true", help="draw every repeated block instead of folding runs")

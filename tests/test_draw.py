@@ -377,3 +377,22 @@ def test_auto_depth_is_the_deepest_that_fits():
     view = build_view(s.ir, max_nodes=40)
     assert view.depth == 1 and len(view.drawn_nodes()) <= 40
     assert len(build_view(s.ir, depth=view.depth + 1).drawn_nodes()) > 40
+
+
+# ------------------------------------------------------------------ gallery
+
+
+def test_gallery_has_a_current_png_of_every_family():
+    import importlib.util
+    loader = importlib.util.spec_from_file_location("gallery", ROOT / "docs" / "gallery.py")
+    gallery = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(gallery)
+    page = (ROOT / "docs" / "gallery.md").read_text(encoding="utf-8")
+    present = [name for name, _ in gallery.FAMILIES if name in SPEC_NAMES]
+    assert {"lenet5", "alexnet", "vgg16", "resnet50"} <= set(present)
+    pngs = {p.stem for p in (ROOT / "docs" / "gallery").glob("*.png")}
+    assert pngs == set(present), "run `python docs/gallery.py` to regenerate docs/gallery"
+    for name in present:
+        assert f"![{name}](gallery/{name}.png)" in page
+        png = ROOT / "docs" / "gallery" / f"{name}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size <= gallery.MAX_BYTES

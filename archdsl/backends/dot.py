@@ -456,7 +456,7 @@ def _bands(view: View, rank: dict[str, int], rankdir: str, columns: int | None) 
         n = g.nodes[t]
         if n.inputs and n.shape and len(n.shape) == 3 and n.shape[1:] != g.nodes[n.inputs[0]].shape[1:]:
             for r in range(rank[a], min(rank[b], height)):
-                cost[r] -= 0.25
+                cost[r] -= 1.0
     return _best_cuts(cost, height, columns)
 
 
@@ -498,11 +498,11 @@ def _rows(*rows: tuple[str, str]) -> str:
     cells = []
     for style, text in rows:
         if style == "path":
-            text = f'<font point-size="8" color="#555555">{text}</font>'
+            text = f'<font point-size="9" color="#444444">{text}</font>'
         elif style == "op":
             text = f"<b>{text}</b>"
         elif style == "info":
-            text = f'<font point-size="8">{text}</font>'
+            text = f'<font point-size="9">{text}</font>'
         cells.append(f"<tr><td>{text}</td></tr>")
     return f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="0">{"".join(cells)}</table>>'
 
@@ -586,7 +586,7 @@ def _emit(view: View, rankdir: str, columns: int | None) -> graphviz.Digraph:
     dot = graphviz.Digraph(name=_tooltip(g.name))
     dot.attr("graph", rankdir=rankdir, fontname=FONT, fontsize="10", nodesep="0.2", ranksep="0.28",
              labelloc="t", labeljust="l", label=_legend(view), tooltip=_tooltip(g.name))
-    dot.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize="10", margin="0.1,0.04",
+    dot.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize="11", margin="0.1,0.04",
              color="#666666", penwidth="0.8")
     dot.attr("edge", color="#555555", arrowsize="0.6", penwidth="0.9", fontname=FONT, fontsize="8")
 
@@ -607,7 +607,7 @@ def _emit(view: View, rankdir: str, columns: int | None) -> graphviz.Digraph:
                          fillcolor=CLUSTER_FILLS[level % 2],
                          color="#5b4a9e" if it.folded > 1 else "#9a9a9a",
                          penwidth="1.6" if it.folded > 1 else "0.8",
-                         fontname=FONT, fontsize="9", labeljust="l", margin="6",
+                         fontname=FONT, fontsize="10", labeljust="l", margin="6",
                          tooltip=_tooltip(_run_name(it.members)))
                 emit(sub, it.children, b, level + 1)
 
@@ -688,7 +688,7 @@ def _cluster_label(view: View, it: Item, cont: bool) -> str:
     costs = _costs(sum(g.nodes[n].params for n in ids), sum(g.nodes[n].macs for n in ids))
     if it.folded > 1:
         costs = f"one of {it.folded} identical blocks shown" + (f"; all: {costs}" if costs else "")
-    return f'<{head}<br/><font point-size="8">{_html(costs)}</font>>' if costs else f"<{head}>"
+    return f'<{head}<br/><font point-size="9">{_html(costs)}</font>>' if costs else f"<{head}>"
 
 
 def _legend(view: View) -> str:
@@ -717,7 +717,7 @@ def _legend(view: View) -> str:
              f"{fmt_num(g.macs)} MACs")
     cells = "".join(f'<td bgcolor="{c}" border="1" color="#888888">{t}</td>' for c, t, _ in keys)
     return (f'<<table border="0" cellspacing="3" cellpadding="2">'
-            f'<tr><td colspan="{max(1, len(keys))}" align="left"><font point-size="12">{title}</font></td></tr>'
+            f'<tr><td colspan="{max(1, len(keys))}" align="left"><font point-size="14">{title}</font></td></tr>'
             f'<tr>{cells or "<td></td>"}</tr></table>>')
 
 

@@ -1,0 +1,97 @@
+"""Regenerate docs/gallery.md and its PNGs: one diagram per model family, default view.
+
+    python docs/gallery.py
+
+Every family whose spec exists in specs/ is drawn with the same defaults as
+`archdsl draw SPEC --format png` (automatic depth, folded repeats), at a resolution that
+keeps each file to a few hundred KB. tests/test_draw.py checks the page is current.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+#: (spec name, what it shows), in the order of the page
+FAMILIES = [
+    ("lenet5", "LeNet-5: a plain chain, every op drawn"),
+    ("alexnet", "AlexNet: `features` and `classifier` sequences as clusters"),
+    ("vgg16", "VGG-16: one long `features` sequence, wrapped into columns"),
+    ("resnet50", "ResNet-50: residual sums as `+` joins; the identical Bottlenecks of each stage folded (`x K`)"),
+    ("googlenet", "GoogLeNet: Inception modules as concatenations of parallel branches"),
+    ("densenet121", "DenseNet-121: dense connectivity as chains of concatenations; big dense blocks collapsed"),
+    ("mobilenet_v2", "MobileNet-V2: inverted residuals, folded where they repeat"),
+    ("efficientnet_b0", "EfficientNet-B0: MBConv blocks with squeeze-and-excitation gates (`x` joins)"),
+    ("convnext_tiny", "ConvNeXt-Tiny: channels-last blocks with layer scale"),
+    ("vit_b_16", "ViT-B/16: token shapes (tokens x dim); the 12 encoder layers folded"),
+    ("regnet_y_400mf", "RegNetY-400MF: stages of Y blocks with SE gates"),
+    ("unet", "U-Net: long skips from the encoder to the decoder's concatenations"),
+    ("yolo_v1", "YOLO v1: a deep conv stack and a detection head"),
+]
+DPI = 80
+MAX_BYTES = 600_000
+
+
+def main() -> int:
+    import archdsl
+    from archdsl.backends.dot import diagram, render
+
+    out_dir = ROOT / "docs" / "gallery"
+    out_dir.mkdir(exist_ok=True)
+    lines = [
+        "# Gallery",
+        "",
+        "One diagram per model family, each the default view of `archdsl draw` (automatic depth,",
+        "repeated blocks folded). Regenerate the page and the images with",
+        "",
+        "```",
+        "python docs/gallery.py",
+        "```",
+        "",
+        "Nodes show the module path, the op and its key attributes, the output shape and the",
+        "parameter count; collapsed blocks show their totals; joins (`+`, `concat`, `x`) are small",
+        "ovals; colours follow the op category (key at the top of each diagram). See",
+        "[cli.md](cli.md#archdsl-draw) for the options (`--depth`, `--expand`, `--no-fold`, ...).",
+        "",
+    ]
+    drawn = []
+    for name, caption in FAMILIES:
+        path = ROOT / "specs" / f"{name}.arch"
+        if not path.exists():
+            continue
+        spec = archdsl.load_spec(path)
+        dot, view = diagram(spec.ir)
+        png = out_dir / f"{name}.png"
+        dpi = DPI
+        while True:
+            render(dot, png, format="png", dpi=dpi)
+            if png.stat().st_size <= MAX_BYTES or dpi <= 40:
+                break
+            dpi -= 8
+        drawn.append(name)
+        lines += [
+            f"## {name}",
+            "",
+            f"{caption}. `archdsl draw specs/{name}.arch`: {len(view.drawn_nodes())} nodes at depth "
+            f"{view.depth}.",
+            "",
+            f"![{name}](gallery/{name}.png)",
+            "",
+        ]
+        print(f"{png.relative_to(ROOT)}: {png.stat().st_size // 1024} KB, dpi {dpi}, "
+              f"{len(view.drawn_nodes())} nodes")
+    for stale in out_dir.glob("*.png"):
+        if stale.stem not in drawn:
+            stale.unlink()
+    tmp = ROOT / "docs" / ".gallery.md.tmp"
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, ROOT / "docs" / "gallery.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
