@@ -16,6 +16,7 @@ import time
 from . import __version__
 from .diagnostics import SpecError
 from .elaborate.elaborator import Override
+from .passes.summary import fmt_count
 
 EXIT_SPEC, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -51,14 +52,6 @@ def _load(args):
         raise UsageError(f"no such spec file: {args.spec}")
     shape = parse_shape(args.input) if args.input else None
     return load_spec(args.spec, model=args.model, input_shape=shape, **parse_sets(args.set))
-
-
-def fmt_count(n: float) -> str:
-    """1234567 -> '1.235 M' (G, M and k prefixes; small numbers as they are)."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3f} {unit}"
-    return f"{n:g}"
 
 
 def _fmt_shape(shape) -> str:
@@ -115,19 +108,40 @@ def cmd_compile(args) -> int:
     t0 = time.perf_counter()
     model = spec.build(device=device, dtype=getattr(torch, args.dtype))
     build_s = time.perf_counter() - t0
+    from .passes.summary import totals_lines
     rows = [
         ("model", spec.name),
         ("input", _fmt_shape(spec.input_shape)),
         ("output", _fmt_shape(spec.output_shape)),
-        ("params", f"{spec.num_params:,}"),
-        ("MACs", f"{fmt_count(spec.macs)} (torchvision's \"GFLOPS\" figure); FLOPs = 2 x MACs = {fmt_count(2 * spec.macs)}"),
+        *totals_lines(spec.summary(depth=1, dtype=args.dtype).totals, args.dtype),
         ("device", f"{device}, {args.dtype}"),
         ("build", f"{build_s * 1000:.0f} ms"),
     ]
     if args.output:
         spec.save_checkpoint(args.output, model)
         rows.append(("saved", args.output))
-    print("\n".join(f"{k:<7} {v}" for k, v in rows))
+    print("\n".join(f"{k:<16} {v}" for k, v in rows))
+    return 0
+
+
+def _summary_depth(text: str | None):
+    if text is None or text in ("blocks", "all"):
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"invalid --depth {text!r}: expected blocks, all or an integer >= 1")
+    return int(text)
+
+
+def cmd_summary(args) -> int:
+    import json
+    if args.dtype not in DTYPES:
+        raise UsageError(f"unknown --dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
+    depth = _summary_depth(args.depth)
+    summary = _load(args).summary(depth=depth, dtype=args.dtype)
+    if args.json:
+        sys.stdout.write(json.dumps(summary.to_dict(), indent=2) + "\n")
+    else:
+        print(summary.to_text())
     return 0
 
 
@@ -201,6 +215,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", help=f"parameter dtype: {', '.join(DTYPES)}")
     p.add_argument("-o", "--output", metavar="FILE", help="save a checkpoint (spec, overrides, weights)")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("summary", help="parameters, MACs, memory and receptive field per module, from the IR",
+                       description="Summarize a checked spec from its IR alone (no torch modules are built): one "
+                                   "row per module down to --depth with its op, output shape, parameters, MACs "
+                                   "and receptive field (size, effective stride, effective padding), then the "
+                                   "totals: trainable parameters, buffers, MACs (torchvision's \"GFLOPS\" figure) "
+                                   "and FLOPs (2 x MACs), parameter memory and the activation memory of one "
+                                   "forward pass at batch 1. Conventions: docs/summary.md.")
+    _common(p)
+    p.add_argument("--depth", metavar="N", help="rows down to N levels (1: the model's children), 'all' for "
+                                                "every op, or 'blocks' (default: down to repeated blocks)")
+    p.add_argument("--json", action="store_true", help="print the rows and totals as a JSON document")
+    p.add_argument("--dtype", default="float32", help=f"dtype for the memory figures: {', '.join(DTYPES)}")
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("draw", help="draw the architecture as a Graphviz diagram (svg, png, pdf or dot)",
                        description="Draw the checked spec from its IR: one node per op (module path, op, output "

@@ -52,6 +52,15 @@ class Spec:
     def macs(self) -> int:
         return self.ir.macs
 
+    def summary(self, depth: int | str | None = None, dtype: str = "float32"):
+        """Rows (module path, op, output shape, params, MACs, receptive field) and totals, from the IR alone.
+
+        ``depth``: ``None`` or ``"blocks"`` (down to repeated blocks), ``"all"``, or an int >= 1.
+        Returns a :class:`archdsl.passes.summary.Summary`; ``to_dict()`` is the ``--json`` document.
+        """
+        from .passes.summary import summarize
+        return summarize(self.ir, depth=depth, dtype=dtype)
+
     def build(self, device=None, dtype=None):
         """Compile to an ``nn.Module`` on ``device`` (e.g. ``"cpu"``, ``"cuda"``, ``"meta"``) and ``dtype``."""
         from .backends.torch_backend import build_module

@@ -128,6 +128,10 @@ class Concat(Op):
                                  f"along dim {a['dim']}", f"{fmt_shape(first)} vs {fmt_shape(other)}")
         return first[:d] + (sum(x[d] for x in ins),) + first[d + 1:]
 
+    def window(self, a, ins, layouts):
+        # along the channels positions line up; along a map's height or width they shift
+        return "pointwise" if len(ins[0]) != 3 or a["dim"] in (1, -3) else "undefined"
+
     def emit(self, graph, a, args, inplace=False):
         import torch
         return graph.call_function(torch.cat, (list(args),), {"dim": a["dim"]})
