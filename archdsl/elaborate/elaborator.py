@@ -24,6 +24,8 @@ from .values import TYPE_NAMES, BlockRef, OpRef, ShapeValue, conforms, describe,
 POISON = -1
 MAX_BLOCK_DEPTH = 50  # nested block calls; deeper is almost surely unbounded recursion
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+# Module names may also contain `-` (torchvision's RegNet names its blocks "block1-0").
+_MODULE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
 
 class _TooDeep(Exception):
@@ -343,9 +345,9 @@ class Elaborator:
         if label.is_template:
             text = self._interpolate(label, env, start)
         parts = text.split(".")
-        if not all(_NAME_RE.match(p) for p in parts):
+        if not all(_MODULE_NAME_RE.match(p) for p in parts):
             raise EvalError(Diagnostic(f"invalid module name \"{text}\"", label.span,
-                                       "names are letters, digits and `_`",
+                                       "names are letters, digits, `_` and `-`",
                                        help="a name cannot be empty or contain spaces or punctuation; "
                                             "`.` separates the names of nested containers, as in \"downs.0\""))
         for part in parts[:-1]:
