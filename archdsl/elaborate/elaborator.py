@@ -19,7 +19,7 @@ from ..ops.registry import Op, ShapeError, all_ops, fmt_shape, get_op
 from ..syntax import ast
 from ..syntax.parser import parse_expression
 from .expr import Builtin, Env, EvalError, Poisoned, bind_targets, evaluate, truth
-from .values import TYPE_NAMES, BlockRef, OpRef, ShapeValue, conforms, describe, render, type_name
+from .values import TYPE_NAMES, BlockRef, OpRef, ShapeValue, _POISONED, conforms, describe, render, type_name
 
 POISON = -1
 MAX_BLOCK_DEPTH = 50  # nested block calls; deeper is almost surely unbounded recursion
@@ -245,7 +245,11 @@ class Elaborator:
 
     def run_stmt(self, st, scope, env, cur, fan):
         if isinstance(st, ast.Let):
-            env.values[st.name] = evaluate(st.value, env, self._in(cur if fan is None else fan.start))
+            try:
+                env.values[st.name] = evaluate(st.value, env, self._in(cur if fan is None else fan.start))
+            except (EvalError, Poisoned):
+                env.values[st.name] = _POISONED  # later uses are skipped, not "unknown name" errors
+                raise
             return cur
         if isinstance(st, ast.InitRule):
             self._init_rule(st, scope, env)

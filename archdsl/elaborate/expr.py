@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..diagnostics import Diagnostic, Span, did_you_mean
 from ..syntax import ast
-from .values import BlockRef, OpRef, ShapeValue, _MISSING, describe, render, type_name
+from .values import BlockRef, OpRef, ShapeValue, _MISSING, _POISONED, describe, render, type_name
 
 MAX_LIST = 1_000_000
 
@@ -203,6 +203,16 @@ def _exp(span, v):
     return math.exp(v)
 
 
+def _require(span, cond, *message):
+    """Stop with an error at the call unless ``cond`` holds; the message parts are joined by spaces."""
+    if not isinstance(cond, bool):
+        fail(f"require: the condition must be `true` or `false`, got {describe(cond)}", span)
+    if not cond:
+        fail(" ".join(m if isinstance(m, str) else render(m) for m in message) or "requirement not met",
+             span, "requirement not met")
+    return True
+
+
 BUILTINS: dict[str, Builtin] = {b.name: b for b in [
     Builtin("min", _minmax(min), 1, 99, "smallest of the arguments, or of one list"),
     Builtin("max", _minmax(max), 1, 99, "largest of the arguments, or of one list"),
@@ -222,6 +232,8 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
     Builtin("enumerate", _enumerate, 1, 2, "pairs [index, item]"),
     Builtin("make_divisible", _make_divisible, 1, 3,
             "make_divisible(v, divisor = 8, min_value = divisor), as torchvision rounds channels"),
+    Builtin("require", _require, 1, 99,
+            "require(cond, message...): an error at the call unless cond is true (gives true)"),
 ]}
 
 
@@ -247,6 +259,8 @@ class _Evaluator:
 
     def e_Name(self, e):
         v = self.env.lookup(e.id)
+        if v is _POISONED:
+            raise Poisoned()
         if v is _MISSING:
             fail(f"unknown name `{e.id}`", e.span, "not defined here", did_you_mean(e.id, self.env.names()))
         return v

@@ -61,6 +61,9 @@ class ShapeValue:
 
 
 _MISSING = object()
+# The value of a `let` that could not be evaluated (an error, or an unknown incoming shape):
+# using it is skipped quietly instead of reported as an unknown name.
+_POISONED = object()
 
 
 def describe(v) -> str:
