@@ -103,9 +103,9 @@ def receptive_fields(graph: Graph) -> dict[int, RF | str]:
             out[node.id] = seen.through(kind)
         elif kind == POINTWISE:
             # a one-input op declared pointwise that changes a map's height or width resamples it
-            x = ins[0].shape
+            x, maps = ins[0].shape, (None, "CHW")
             resized = (len(ins) == 1 and len(x) == 3 and len(node.shape) == 3 and x[1:] != node.shape[1:]
-                       and getattr(ins[0], "layout", None) in (None, "CHW"))
+                       and getattr(ins[0], "layout", None) in maps and getattr(node, "layout", None) in maps)
             out[node.id] = UNDEFINED if resized else seen
         else:
             raise ValueError(f"op {node.op}: window() returned {kind!r}")
@@ -261,7 +261,8 @@ def summarize(graph: Graph, depth: int | str | None = None, dtype: str = "float3
     With an int, modules up to that many path components deep get a row (1: the model's
     children). ``"blocks"`` expands sequences, containers and blocks used once in the model
     and stops at block types instantiated more than once (ResNet's ``layer1.0``, ViT's
-    ``encoder.layers.encoder_layer_0``). ``"all"`` lists every op.
+    ``encoder.layers.encoder_layer_0``). ``"all"`` lists every op, and the functional joins
+    (residual sums, concatenations, gates), which are not modules, as ``"join"`` rows.
     """
     if depth is None:
         depth = "blocks"
@@ -290,7 +291,8 @@ def summarize(graph: Graph, depth: int | str | None = None, dtype: str = "float3
         # children in execution order (a child module by its first node); joins where they run
         entries = [(ref if kind == "node" else agg.get(ref, (0, 0, 0, math.inf))[3], kind, ref)
                    for _, kind, ref in scope.children]
-        entries += [(i, "join", i) for i in scope.functional]
+        if depth == "all":  # joins are not modules: listed with every op only
+            entries += [(i, "join", i) for i in scope.functional]
         entries.sort(key=lambda e: e[0])
         for _, kind, ref in entries:
             if kind in ("node", "join"):
