@@ -259,9 +259,9 @@ def summarize(graph: Graph, depth: int | str | None = None, dtype: str = "float3
     """Summarize ``graph``: ``depth`` is ``"blocks"`` (the default, ``None``), ``"all"`` or an int >= 1.
 
     With an int, modules up to that many path components deep get a row (1: the model's
-    children). ``"blocks"`` expands sequences, containers and blocks used once in the model
-    and stops at block types instantiated more than once (ResNet's ``layer1.0``, ViT's
-    ``encoder.layers.encoder_layer_0``). ``"all"`` lists every op, and the functional joins
+    children). ``"blocks"`` expands sequences and containers, and blocks used once in the
+    model that hold a sequence of blocks (ViT's ``encoder``); it stops at other blocks
+    (ResNet's ``layer1.0``, ViT's ``encoder.layers.encoder_layer_0``, Inception's ``Mixed_6a``). ``"all"`` lists every op, and the functional joins
     (residual sums, concatenations, gates), which are not modules, as ``"join"`` rows.
     """
     if depth is None:
@@ -281,8 +281,17 @@ def summarize(graph: Graph, depth: int | str | None = None, dtype: str = "float3
         if depth == "all":
             return True
         if depth == "blocks":
-            return scope.kind != "block" or uses.get(scope.block, 0) <= 1
+            return scope.kind != "block" or (uses.get(scope.block, 0) <= 1 and has_stage(scope))
         return row_depth < depth
+
+    def has_stage(scope) -> bool:
+        """Whether a sequence or container directly inside ``scope`` holds blocks (ViT's encoder.layers)."""
+        for _, kind, ref in scope.children:
+            child = graph.scopes[ref] if kind == "scope" else None
+            if child is not None and child.kind != "block" and any(
+                    k == "scope" and graph.scopes[r].kind == "block" for _, k, r in child.children):
+                return True
+        return False
 
     rows: list[Row] = []
 
