@@ -22,6 +22,10 @@ ODD = (3, 97, 131)
 # torchvision's ViT asserts its image size (the position embedding fixes the token count), so
 # these run the odd-input test at their declared size, with batch 2.
 FIXED_SIZE = {"vit_b_16", "vit_b_32", "vit_l_16"}
+# builders whose default layout (no weights) is the training one, with auxiliary heads: our specs
+# are the inference layout, as torchvision's pretrained models are used
+TV_KWARGS = {"googlenet": dict(aux_logits=False, init_weights=True),
+             "inception_v3": dict(aux_logits=False, init_weights=True)}
 
 
 def test_every_family_has_parity_cases():
@@ -52,7 +56,7 @@ def test_torchvision_parity(name, tv):
     torch.manual_seed(0)
     ours = spec.build()
     torch.manual_seed(0)
-    ref = tv.models.get_model(name)
+    ref = tv.models.get_model(name, **TV_KWARGS.get(name, {}))
 
     ref_sd = ref.state_dict()
     ours_sd = ours.state_dict()
@@ -75,7 +79,7 @@ def test_torchvision_parity(name, tv):
 def test_torchvision_parity_odd_input(name, tv):
     shape = None if name in FIXED_SIZE else ODD
     spec = archdsl.load_spec(ROOT / "specs" / f"{name}.arch", input_shape=shape)
-    ref = tv.models.get_model(name).eval()
+    ref = tv.models.get_model(name, **TV_KWARGS.get(name, {})).eval()
     ours = spec.build().eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     assert_same_outputs_and_shapes(spec, ours, ref, torch.randn(2, *spec.input_shape))
