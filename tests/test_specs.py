@@ -23,8 +23,13 @@ def test_spec_checks_and_builds_on_meta(path):
     # every IR module path exists in the built model, with the op's torch class
     modules = dict(model.named_modules())
     from archdsl.ops import get_op
+    params = dict(model.named_parameters())
     for node in spec.ir.ops():
-        if node.path is not None:
+        if node.path is None:
+            continue
+        if get_op(node.op).direct_param:   # class_token, pos_embedding, layer_scale: a parameter
+            assert node.path in params
+        else:
             assert type(modules[node.path]).__name__ == get_op(node.op).torch_class
 
 
