@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import archdsl
-from archdsl.ops import get_op
 from archdsl.testing import import_torchvision
 
 from .conftest import ROOT, SPEC_NAMES
+from .helpers import assert_same_outputs_and_shapes
 
 TV_MODELS = set(import_torchvision().models.list_models(module=import_torchvision().models))
 PARITY = [n for n in SPEC_NAMES if n in TV_MODELS]
@@ -32,30 +32,6 @@ TV_KWARGS = {"googlenet": dict(aux_logits=False, init_weights=True),
 def test_every_family_has_parity_cases():
     for name in ("alexnet", "vgg11", "vgg19_bn", "resnet18", "resnet152", "resnext101_32x8d", "wide_resnet101_2"):
         assert name in PARITY
-
-
-def _tensor(o):
-    """A module's output tensor (nn.MultiheadAttention returns (output, weights))."""
-    return o[0] if isinstance(o, tuple) else o
-
-
-def assert_same_outputs_and_shapes(spec, ours, ref, x):
-    """Eval outputs equal within float32 rounding; every module's real output shape is the checker's."""
-    shapes, hooks = {}, []
-    # direct-parameter ops (class_token, pos_embedding, layer_scale) are parameters, not modules
-    expected = {n.path: n.shape for n in spec.ir.ops()
-                if n.path is not None and not get_op(n.op).direct_param}
-    for path, module in ours.named_modules():
-        if path in expected:
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, path=path: shapes.__setitem__(path, tuple(_tensor(o).shape[1:]))))
-    with torch.no_grad():
-        got, want = ours(x), ref(x)
-    for h in hooks:
-        h.remove()
-    torch.testing.assert_close(got, want, rtol=1.3e-6, atol=1e-5)
-    assert tuple(got.shape[1:]) == spec.output_shape
-    assert shapes == expected
 
 
 _PAIR: dict[str, tuple] = {}  # the last model pair built: the odd-input case reuses it (the next test)

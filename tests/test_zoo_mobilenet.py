@@ -23,6 +23,7 @@ import torch.nn as nn
 import archdsl
 
 from .conftest import ROOT
+from .helpers import assert_same_outputs_and_shapes
 
 SPEC = ROOT / "specs" / "mobilenet_v1.arch"
 NUM_PARAMS = 4_231_976
@@ -109,23 +110,6 @@ class MobileNetV1(nn.Module):
 
 
 # ---- helpers ----------------------------------------------------------------------------
-
-def assert_same_outputs_and_shapes(spec, ours, ref, x):
-    """Eval outputs equal within float32 rounding; every module's real output shape is the checker's."""
-    shapes, hooks = {}, []
-    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None}
-    for path, module in ours.named_modules():
-        if path in expected:
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, path=path: shapes.__setitem__(path, tuple(o.shape[1:]))))
-    with torch.no_grad():
-        got, want = ours(x), ref(x)
-    for h in hooks:
-        h.remove()
-    torch.testing.assert_close(got, want, rtol=1.3e-6, atol=1e-5)
-    assert tuple(got.shape[1:]) == spec.output_shape
-    assert shapes == expected
-
 
 def n_params(module):
     return sum(p.numel() for p in module.parameters())

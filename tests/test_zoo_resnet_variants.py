@@ -19,6 +19,7 @@ from torch import nn
 import archdsl
 
 from .conftest import ROOT
+from .helpers import assert_same_outputs_and_shapes
 
 INPUT = (3, 64, 64)
 
@@ -231,21 +232,8 @@ def test_matches_reference(name):
     ours.load_state_dict(ref_sd, strict=True)
     ours.eval()
     ref.eval()
-
-    shapes, hooks = {}, []
-    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None}
-    for path, module in ours.named_modules():
-        if path in expected:
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, path=path: shapes.__setitem__(path, tuple(o.shape[1:]))))
-    x = torch.randn(2, *INPUT)
-    with torch.no_grad():
-        got, want = ours(x), ref(x)
-    for h in hooks:
-        h.remove()
-    assert tuple(got.shape[1:]) == spec.output_shape == (1000,)
-    torch.testing.assert_close(got, want, rtol=1.3e-6, atol=1e-5)
-    assert shapes == expected
+    assert spec.output_shape == (1000,)
+    assert_same_outputs_and_shapes(spec, ours, ref, torch.randn(2, *INPUT))
 
 
 def test_se_resnet50_has_one_se_block_per_bottleneck():

@@ -21,6 +21,7 @@ from torch import nn
 import archdsl
 
 from .conftest import ROOT
+from .helpers import assert_same_outputs_and_shapes
 
 UNET = ROOT / "specs" / "unet.arch"
 YOLO = ROOT / "specs" / "yolo_v1.arch"
@@ -123,23 +124,6 @@ def assert_same_weights_layout(ours, ref):
 def assert_bit_identical_init(ours, ref):
     ref_sd = ref.state_dict()
     assert [k for k, v in ours.state_dict().items() if not torch.equal(v, ref_sd[k])] == []
-
-
-def assert_same_outputs_and_shapes(spec, ours, ref, x):
-    """Eval outputs agree; every module's real output shape is the checker's."""
-    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None}
-    shapes, hooks = {}, []
-    for path, module in ours.named_modules():
-        if path in expected:
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, path=path: shapes.__setitem__(path, tuple(o.shape[1:]))))
-    with torch.no_grad():
-        got, want = ours(x), ref(x)
-    for h in hooks:
-        h.remove()
-    torch.testing.assert_close(got, want, rtol=1.3e-6, atol=1e-5)
-    assert tuple(got.shape[1:]) == spec.output_shape
-    assert shapes == expected
 
 
 # ---- U-Net ----------------------------------------------------------------------------------
