@@ -62,6 +62,20 @@ class Select(nn.Module):
         return f"dim={self.dim}, index={self.index}"
 
 
+class Narrow(nn.Module):
+    """``x.narrow(dim, start, length)``: a view, e.g. one half of ShuffleNet v2's ``x.chunk(2, dim=1)``."""
+
+    def __init__(self, dim: int, start: int, length: int):
+        super().__init__()
+        self.dim, self.start, self.length = dim, start, length
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.narrow(self.dim, self.start, self.length)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, start={self.start}, length={self.length}"
+
+
 class Interpolate(nn.Module):
     """``F.interpolate(x, size=..., mode=...)``."""
 

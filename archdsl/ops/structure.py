@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from .registry import (INT, INT_LIST, OPT_BOOL, POS_INT, POS_PAIR, PROB, Arg, Op, ShapeError, choice, fmt_shape,
-                       register)
+from .registry import (INT, INT_LIST, OPT_BOOL, POINTWISE, POS_INT, POS_PAIR, PROB, Arg, Op, ShapeError, Window,
+                       choice, fmt_shape, register)
 
 
 def _dim(op: str, dim: int, rank: int, arg: str = "dim") -> int:
@@ -277,6 +277,56 @@ class Select(Op):
 
     def label(self, a):
         return f"select [{a['dim']}] {a['index']}"
+
+
+@register
+class Narrow(Op):
+    """Keep ``length`` positions of a dim from ``start`` on (``torch.narrow``, a view), e.g. ShuffleNet v2's
+    channel split ``x.chunk(2, dim=1)``: ``narrow(1, 0, c // 2)`` and ``narrow(1, c // 2, c // 2)``."""
+
+    name = "narrow"
+    category = "reshape"
+    macs_rule = "zero"
+    torch_class = "Narrow"
+    returns_view = True
+    args = (Arg("dim", INT, doc="the dim to narrow (batch is 0)"),
+            Arg("start", INT, doc="the first position kept (negative counts from the end)"),
+            Arg("length", POS_INT, doc="how many positions are kept"))
+
+    def _span(self, a, ins) -> tuple[int, int]:
+        """The narrowed dim's index in the batch-free shape, and the start made non-negative."""
+        d = _dim(self.name, a["dim"], len(ins[0]))
+        size = ins[0][d]
+        if not -size <= a["start"] < size:
+            raise ShapeError(f"`narrow` start {a['start']} is out of range for size {size}",
+                             f"size {size}", arg="start")
+        start = a["start"] + size if a["start"] < 0 else a["start"]
+        if start + a["length"] > size:
+            raise ShapeError(f"`narrow` start {a['start']} + length {a['length']} is out of range for size {size}",
+                             f"size {size}", arg="length")
+        return d, start
+
+    def infer(self, a, ins):
+        d, _ = self._span(a, ins)
+        return ins[0][:d] + (a["length"],) + ins[0][d + 1:]
+
+    def window(self, a, ins, layouts):
+        # cropping a map's height or width shifts positions by `start`: a 1x1 window with negative padding
+        d, start = self._span(a, ins)
+        lay = layouts[0] if layouts[0] is not None or len(ins[0]) != 3 else "CHW"
+        axis = lay[d] if lay is not None else None
+        if axis == "H":
+            return Window((1, 1), (1, 1), (-start, 0))
+        if axis == "W":
+            return Window((1, 1), (1, 1), (0, -start))
+        return POINTWISE
+
+    def build(self, a, ins, inplace=False):
+        from .modules import Narrow
+        return Narrow(a["dim"], a["start"], a["length"])
+
+    def label(self, a):
+        return f"narrow [{a['dim']}] {a['start']}:+{a['length']}"
 
 
 @register
