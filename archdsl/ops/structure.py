@@ -393,6 +393,7 @@ class ChannelShuffle(Op):
     category = "reshape"
     macs_rule = "zero"
     torch_class = "ChannelShuffle"
+    returns_view = True  # with one group (or one channel per group) it returns its input itself
     args = (Arg("groups", POS_INT, doc="number of channel groups"),)
 
     def infer(self, a, ins):
