@@ -3,8 +3,9 @@
     python docs/gallery.py
 
 Every family whose spec exists in specs/ is drawn with the same defaults as
-`archdsl draw SPEC --format png` (automatic depth, folded repeats), at a resolution that
-keeps each file to a few hundred KB. tests/test_draw.py checks the page is current.
+`archdsl draw SPEC --format png` (automatic depth, folded repeats), unless its entry below
+gives a depth (a shallower view reads better when long skips cross the page), at a
+resolution that keeps each file to a few hundred KB. tests/test_draw.py checks the page is current.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-#: (spec name, what it shows), in the order of the page
+#: (spec name, what it shows[, --depth]), in the order of the page
 FAMILIES = [
     ("lenet5", "LeNet-5: a plain chain, every op drawn"),
     ("alexnet", "AlexNet: `features` and `classifier` sequences as clusters"),
@@ -29,7 +30,8 @@ FAMILIES = [
     ("convnext_tiny", "ConvNeXt-Tiny: channels-last blocks with layer scale"),
     ("vit_b_16", "ViT-B/16: token shapes (tokens x dim); the 12 encoder layers folded"),
     ("regnet_y_400mf", "RegNetY-400MF: stages of Y blocks with SE gates"),
-    ("unet", "U-Net: long skips from the encoder to the decoder's concatenations"),
+    ("unet", "U-Net: long skips from the encoder to the decoder's concatenations, and the resizes where "
+             "sizes differ", 1),
     ("yolo_v1", "YOLO v1: a deep conv stack and a detection head"),
 ]
 DPI = 80
@@ -72,12 +74,12 @@ def main() -> int:
         "",
     ]
     drawn = []
-    for name, caption in FAMILIES:
+    for name, caption, *depth in FAMILIES:
         path = ROOT / "specs" / f"{name}.arch"
         if not path.exists():
             continue
         spec = archdsl.load_spec(path)
-        dot, view = diagram(spec.ir)
+        dot, view = diagram(spec.ir, depth=depth[0] if depth else None)
         png = out_dir / f"{name}.png"
         dpi = DPI
         while True:
@@ -90,7 +92,8 @@ def main() -> int:
         lines += [
             f"## {name}",
             "",
-            f"{caption}. `archdsl draw specs/{name}.arch`: {len(view.drawn_nodes())} nodes at depth "
+            f"{caption}. `archdsl draw specs/{name}.arch{f' --depth {depth[0]}' if depth else ''}`: "
+            f"{len(view.drawn_nodes())} nodes at depth "
             f"{view.depth}.",
             "",
             f"![{name}](gallery/{name}.png)",
