@@ -404,7 +404,10 @@ def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
     elif isinstance(err, UnexpectedToken) and str(err.token) in (":", "=", "("):
         before = re.search(r"([A-Za-z_][A-Za-z_0-9]*)\s*$", source.text[:err.token.start_pos])
         if before and before.group(1) in KEYWORDS:
-            help_text = f"`{before.group(1)}` is a keyword and cannot be used as a name"
+            word = before.group(1)
+            help_text = f"`{word}` is a keyword and cannot be used as a name"
+            if str(err.token) == ":":
+                help_text += f"; a module can still be named `{word}` with a string label: `\"{word}\": ...`"
     if at_end:
         unclosed = _unclosed_delimiter(source.text)
         if unclosed is not None:
@@ -419,9 +422,16 @@ def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
 def _keyword_names(tree, source: Source) -> list[Diagnostic]:
     """Keywords are reserved: where the parser could only read a name, the lexer lets a keyword
     through as a NAME token (``let in = 3``, ``block B(if: int)``); reject those here."""
+    labels = {id(t) for tree_ in tree.find_data("label") for t in tree_.children}
+
+    def help_for(tok):
+        if id(tok) in labels:  # a module can still have this name, given as a string label
+            return f"choose another name, or quote the label to name a module `{tok}`: `\"{tok}\": ...`"
+        return "choose another name"
+
     return [Diagnostic(f"`{tok}` is a keyword and cannot be used as a name",
                        Span(source, tok.line, tok.column, tok.end_line, tok.end_column), "reserved word",
-                       help="choose another name")
+                       help=help_for(tok))
             for tok in tree.scan_values(lambda v: isinstance(v, Token) and v.type == "NAME" and v in KEYWORDS)]
 
 
