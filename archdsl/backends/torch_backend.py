@@ -148,14 +148,21 @@ def apply_init(module: nn.Module, graph: Graph, scope: str = "") -> None:
         return
     prefix = scope + "." if scope else ""
     op_of = {n.path: n.op for n in graph.ops() if n.path is not None}
+    # modules inside an op's module (Swin attention's `qkv`) that rules by op kind reach
+    inner_of = {f"{n.path}.{sub}": kind for n in graph.ops() if n.path is not None
+                for sub, kind in get_op(n.op).inner_ops.items()}
     with torch.no_grad():
         for rel, sub in module.named_modules():
-            op = op_of.get(prefix + rel if rel else scope)
-            if op is None:
-                continue
+            path = prefix + rel if rel else scope
+            op = op_of.get(path)
+            inner = op is None
+            if inner:
+                op = inner_of.get(path)
+                if op is None:
+                    continue
             for r in rules:
                 if r.by_path:
-                    if not fnmatch.fnmatchcase(rel, r.target):
+                    if inner or not fnmatch.fnmatchcase(rel, r.target):
                         continue
                 elif op != r.target:
                     continue

@@ -203,6 +203,9 @@ class Op:
     torch_class: ClassVar[str | None] = None
     #: parameter tensors the op's module owns, for `init op.param = ...` rules.
     param_names: ClassVar[tuple[str, ...]] = ()
+    #: child modules of the built module that `init op.param` rules by op kind reach as that op, e.g.
+    #: ``{"qkv": "linear"}``: torchvision's init loops (``isinstance(m, nn.Linear)``) also reach them.
+    inner_ops: ClassVar[dict[str, str]] = {}
     #: how ``macs`` counts: MACS_FORMULA, MACS_ZERO or MACS_UNKNOWN. Every op must declare it.
     macs_rule: ClassVar[str | None] = None
     #: the op's one parameter lives directly on the enclosing module under the node's name
