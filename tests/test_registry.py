@@ -68,6 +68,14 @@ SAMPLES = {
     "class_token": [({}, [(4, 6)])],
     "pos_embedding": [({}, [(5, 6)]), ({"std": 1.0}, [(2, 3)])],
     "layer_scale": [({}, [(4, 3, 3)]), ({"value": 0.5}, [(5, 6)])],
+    # channels-last HxWxC maps; sizes that are not whole windows (padding) and shifts
+    "shifted_window_attention": [
+        ({"num_heads": 2, "window_size": 3}, [(5, 7, 8)]),
+        ({"num_heads": 2, "window_size": 2, "shift_size": 1}, [(4, 6, 8)]),
+        ({"num_heads": 4, "window_size": [3, 2], "shift_size": [1, 1], "qkv_bias": False}, [(7, 5, 8)]),
+        ({"num_heads": 2, "window_size": 4, "shift_size": 2, "v2": True}, [(6, 9, 6)]),
+    ],
+    "patch_merge": [({}, [(4, 6, 3)]), ({}, [(5, 7, 2)])],
 }
 
 CASES = [(name, i) for name in sorted(all_ops()) for i in range(len(SAMPLES.get(name, [None])))]
@@ -160,6 +168,9 @@ def test_conv_macs_formula():
     ("maxpool2d", {"kernel_size": 2, "padding": 2}, (3, 8, 8), "at most half"),
     ("avgpool2d", {"kernel_size": 3}, (3, 2, 2), "larger than its padded input"),
     ("batchnorm2d", {}, (16,), "expects a CxHxW"),
+    ("shifted_window_attention", {"num_heads": 3, "window_size": 2}, (5, 4, 4), "acts on the last axis"),
+    ("shifted_window_attention", {"num_heads": 2, "window_size": 2}, (8,), "expects an HxWxC"),
+    ("patch_merge", {}, (8,), "expects an HxWxC"),
 ])
 def test_shape_rule_rejects(name, kwargs, shape, needle):
     op = all_ops()[name]
@@ -196,3 +207,20 @@ def test_argument_type_errors():
     assert any("missing its required argument `out_channels`" in p for _, p in problems)
     _, problems = all_ops()["relu"].resolve_args([1], {})
     assert any("at most 0 positional" in p for _, p in problems)
+
+
+def test_init_rules_by_kind_reach_inner_linears():
+    """`init linear.*` reaches the linears inside an op's module (Swin attention's qkv and proj), as
+    torchvision's `isinstance(m, nn.Linear)` loops do; the attention's own table is left alone."""
+    import archdsl
+    spec = archdsl.load_spec("""
+model m input 4x8x8 {
+    init linear.weight = zeros()
+    permute([0, 2, 3, 1])
+    attn: shifted_window_attention(2, window_size = 4)
+    fc: linear(4)
+}""")
+    model = spec.build()
+    for name in ("attn.qkv.weight", "attn.proj.weight", "fc.weight"):
+        assert model.get_parameter(name).abs().sum() == 0, name
+    assert model.get_parameter("attn.relative_position_bias_table").abs().sum() > 0

@@ -330,6 +330,43 @@ class Narrow(Op):
 
 
 @register
+class PatchMerge(Op):
+    """Swin's 2x2 patch gather on an HxWxC (channels-last) map: pad H and W to even sizes (zeros at the bottom
+    and right), then concatenate ``x[0::2, 0::2]``, ``x[1::2, 0::2]``, ``x[0::2, 1::2]``, ``x[1::2, 1::2]`` on the
+    channels, giving ceil(H/2) x ceil(W/2) x 4C (torchvision's ``_patch_merging_pad``, the parameter-free part
+    of ``PatchMerging``; its ``norm`` and ``reduction`` are ordinary `layernorm` and `linear` children)."""
+
+    name = "patch_merge"
+    category = "reshape"
+    macs_rule = "zero"
+    torch_class = "PatchMergePad"
+    args = ()
+
+    def check_layout(self, a, ins, layouts):
+        if len(ins[0]) == 3 and layouts[0] is not None and layouts[0] != "HWC":
+            raise ShapeError(f"`patch_merge` expects an HxWxC (channels-last) map, but this {fmt_shape(ins[0])} "
+                             f"tensor is laid out {'x'.join(layouts[0])}", f"input is {'x'.join(layouts[0])}",
+                             help="make the map channels-last with `permute([0, 2, 3, 1])`")
+
+    def infer(self, a, ins):
+        if len(ins[0]) != 3:
+            raise ShapeError(f"`patch_merge` expects an HxWxC (channels-last) map, got {fmt_shape(ins[0])}",
+                             f"input is {fmt_shape(ins[0])}")
+        h, w, c = ins[0]
+        return (-(-h // 2), -(-w // 2), 4 * c)
+
+    def window(self, a, ins, layouts):
+        return Window((2, 2), (2, 2), (0, 0))  # the odd row / column of padding is at the bottom / right
+
+    def build(self, a, ins, inplace=False):
+        from .modules import PatchMergePad
+        return PatchMergePad()
+
+    def label(self, a):
+        return "patch merge 2x2"
+
+
+@register
 class Interpolate(Op):
     """Resize a CxHxW map to ``size`` (``F.interpolate``); U-Net's resize when a skip's size differs."""
 

@@ -1,4 +1,4 @@
-"""Transformer ops and parameters that live directly on a module (ViT, ConvNeXt).
+"""Transformer ops and parameters that live directly on a module (ViT, ConvNeXt, Swin).
 
 ``class_token``, ``pos_embedding`` and ``layer_scale`` own one ``nn.Parameter`` registered
 on the enclosing module under the node's name (``class_token``, ``pos_embedding``,
@@ -7,7 +7,8 @@ on the enclosing module under the node's name (``class_token``, ``pos_embedding`
 
 from __future__ import annotations
 
-from .registry import BOOL, FLOAT, POS_INT, PROB, Arg, Op, ShapeError, channels_last_required, fmt_shape, register
+from .registry import (BOOL, FLOAT, NONNEG_PAIR, POS_INT, POS_PAIR, PROB, Arg, Op, ShapeError, Window,
+                       channels_last_required, fmt_shape, register)
 
 TOKENS = "a token sequence (tokens x dim)"
 
@@ -175,3 +176,95 @@ class LayerScale(_DirectParam):
 
     def label(self, a):
         return f"layer scale {a['value']:g}"
+
+
+def _channels_last_map(op: str, x) -> tuple[int, int, int]:
+    if len(x) != 3:
+        raise ShapeError(f"`{op}` expects an HxWxC (channels-last) map, got {fmt_shape(x)}",
+                         f"input is {fmt_shape(x)}",
+                         help="make a CxHxW map channels-last with `permute([0, 2, 3, 1])`")
+    return x
+
+
+@register
+class ShiftedWindowAttention(Op):
+    """Swin's window multi-head self-attention with relative position bias on an HxWxC (channels-last) map,
+    windows shifted by ``shift_size`` (torchvision's ``ShiftedWindowAttention``; ``v2 = true``:
+    ``ShiftedWindowAttentionV2``, cosine attention with a continuous position bias).
+
+    The map is padded to whole windows, cyclically shifted, attended window by window (shifted windows
+    masked so that tokens from different regions do not mix), then shifted back and cropped. The module
+    holds ``qkv`` and ``proj`` (``nn.Linear``, reached by ``init linear.*`` rules in torchvision's order),
+    ``relative_position_bias_table`` and the buffer ``relative_position_index``; v2 holds ``logit_scale``,
+    ``cpb_mlp`` (two linears) and the buffer ``relative_coords_table`` instead of the table.
+    MACs (on the map padded to whole windows, T tokens, windows of Nw tokens): the qkv and output
+    projections (4 T C^2) plus QK^T and AV in every window (2 T Nw C); v2 adds its bias MLP.
+    Receptive field: an output position sees at most its window, bounded by a (2w-1) square around it.
+    """
+
+    name = "shifted_window_attention"
+    category = "attention"
+    macs_rule = "formula"
+    torch_class = "ShiftedWindowAttention"
+    param_names = ("relative_position_bias_table",)
+    #: child modules of the built module that `init linear.*` rules reach, as torchvision's `isinstance` loops do
+    inner_ops = {"qkv": "linear", "proj": "linear", "cpb_mlp.0": "linear", "cpb_mlp.2": "linear"}
+    args = (Arg("num_heads", POS_INT, doc="number of attention heads; must divide the channels"),
+            Arg("window_size", POS_PAIR, 7, "window height and width"),
+            Arg("shift_size", NONNEG_PAIR, 0, "cyclic shift of the windows (torchvision: 0, or window // 2 "
+                                              "in every other block); no shift along a side the window covers"),
+            Arg("attention_dropout", PROB, 0.0, "dropout on the attention weights"),
+            Arg("dropout", PROB, 0.0, "dropout after the output projection"),
+            Arg("qkv_bias", BOOL, True, "bias in the qkv projection"),
+            Arg("proj_bias", BOOL, True, "bias in the output projection"),
+            Arg("v2", BOOL, False, "Swin v2's cosine attention and continuous position bias"))
+
+    def check_layout(self, a, ins, layouts):
+        channels_last_required(self.name, ins[0], layouts[0], "make the map channels-last with `permute([0, 2, 3, 1])`")
+
+    def infer(self, a, ins):
+        h, w, c = _channels_last_map(self.name, ins[0])
+        if c % a["num_heads"]:
+            raise ShapeError(f"{c} channels are not divisible by num_heads ({a['num_heads']})",
+                             f"{c} / {a['num_heads']}", arg="num_heads")
+        if any(s >= k for s, k in zip(a["shift_size"], a["window_size"])):
+            raise ShapeError(f"shift_size {list(a['shift_size'])} must be smaller than window_size "
+                             f"{list(a['window_size'])}", "shift too large", arg="shift_size")
+        return ins[0]
+
+    def params(self, a, ins):
+        c, heads = ins[0][2], a["num_heads"]
+        (wh, ww) = a["window_size"]
+        n = 3 * c * c + (3 * c if a["qkv_bias"] else 0) + c * c + (c if a["proj_bias"] else 0)
+        if a["v2"]:
+            return n + heads + (2 * 512 + 512) + 512 * heads  # logit_scale, cpb_mlp
+        return n + (2 * wh - 1) * (2 * ww - 1) * heads
+
+    def buffers(self, a, ins):
+        (wh, ww) = a["window_size"]
+        coords = (2 * wh - 1) * (2 * ww - 1) * 2 if a["v2"] else 0
+        return (wh * ww) ** 2 + coords
+
+    def macs(self, a, ins, out):
+        h, w, c = ins[0]
+        (wh, ww) = a["window_size"]
+        tokens = -(-h // wh) * wh * (-(-w // ww) * ww)  # on the map padded to whole windows
+        n = 4 * tokens * c * c + 2 * tokens * (wh * ww) * c
+        if a["v2"]:
+            n += (2 * wh - 1) * (2 * ww - 1) * (2 * 512 + 512 * a["num_heads"])
+        return n
+
+    def window(self, a, ins, layouts):
+        (wh, ww) = a["window_size"]
+        return Window((2 * wh - 1, 2 * ww - 1), (1, 1), (wh - 1, ww - 1))
+
+    def build(self, a, ins, inplace=False):
+        from .modules import ShiftedWindowAttention as Module
+        return Module(ins[0][2], list(a["window_size"]), list(a["shift_size"]), a["num_heads"],
+                      qkv_bias=a["qkv_bias"], proj_bias=a["proj_bias"], attention_dropout=a["attention_dropout"],
+                      dropout=a["dropout"], v2=a["v2"])
+
+    def label(self, a):
+        (wh, ww), (sh, sw) = a["window_size"], a["shift_size"]
+        shift = f", shift {sh}" + (f"x{sw}" if sw != sh else "") if sh or sw else ""
+        return (f"window attention{' v2' if a['v2'] else ''} {wh}x{ww}{shift}, {a['num_heads']} heads")
