@@ -32,6 +32,14 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "ops.md"
 CATEGORY_ORDER = ("conv", "linear", "norm", "pool", "activation", "regularization", "reshape", "join")
 
 
+def _class_path(op) -> str:
+    """Where the op's module class lives: ``torch.nn`` or archdsl's own small modules."""
+    import torch.nn
+    if hasattr(torch.nn, op.torch_class):
+        return f"torch.nn.{op.torch_class}"
+    return f"archdsl.ops.modules.{op.torch_class}"
+
+
 def _cell(text: str) -> str:
     """Make text safe inside a Markdown table cell."""
     return str(text).replace("|", "\\|").replace("\n", " ")
@@ -87,7 +95,7 @@ def _op_section(op: Op) -> list[str]:
     if doc:
         out += [doc, ""]
     params = ", ".join(f"`{p}`" for p in op.param_names) if op.param_names else "none"
-    torch_class = f"`torch.nn.{op.torch_class}`" if op.torch_class else "none (a function in the generated `forward`)"
+    torch_class = f"`{_class_path(op)}`" if op.torch_class else "none (a function in the generated `forward`)"
     out += [
         "| Property | Value |",
         "|---|---|",
@@ -135,7 +143,7 @@ def render_ops_markdown() -> str:
         "|---|---|---|---|---|",
     ]
     for op in ops:
-        torch_class = f"`nn.{op.torch_class}`" if op.torch_class else "—"
+        torch_class = f"`{_class_path(op).replace('torch.nn.', 'nn.')}`" if op.torch_class else "—"
         out.append(f"| [`{op.name}`](#{op.name}) | {op.category} | {_inputs(op)} | "
                    f"{'yes' if op.param_names else 'no'} | {torch_class} |")
     out += ["", "## Ops", ""]

@@ -119,6 +119,12 @@ def test_layout_checks():
     spec = archdsl.load_spec("model m input 3x8x8 { permute([0, 2, 3, 1]); layernorm(); linear(5); "
                              "permute([0, 3, 1, 2]); conv2d(4, 1) }")
     assert spec.output_shape == (4, 8, 8)
+    # `in.channels` / `in.height` / `in.width` follow the layout
+    spec = archdsl.load_spec("model m input 3x8x16 { permute([0, 2, 3, 1]); "
+                             "linear(in.channels * 100 + in.height * 10 + in.width // 8) }")
+    assert spec.output_shape == (8, 16, 382)
+    with pytest.raises(SpecError, match="`layer_scale` scales the channels of a CxHxW map"):
+        archdsl.load_spec("model m input 3x8x8 { permute([0, 2, 3, 1]); layer_scale() }")
 
 
 def test_block_init_rules_run_when_the_block_is_built():

@@ -96,6 +96,9 @@ def test_op_declares_everything(name):
         assert arg.doc or arg.name in ("dim",), f"argument {arg.name} lacks a doc"
     if name in SAMPLES:
         assert isinstance(op.label(_resolve(op, SAMPLES[name][0][0])), str)
+    if op.torch_class:  # the class the docs name exists, in torch.nn or in archdsl's own modules
+        import archdsl.ops.modules
+        assert hasattr(nn, op.torch_class) or hasattr(archdsl.ops.modules, op.torch_class)
 
 
 def _resolve(op, kwargs):

@@ -241,7 +241,7 @@ class Elaborator:
     def _in(self, cur):
         if cur == POISON or self.nodes[cur].shape is None:
             return "poisoned"
-        return ShapeValue(self.nodes[cur].shape)
+        return ShapeValue(self.nodes[cur].shape, self.nodes[cur].layout)
 
     def run_stmt(self, st, scope, env, cur, fan):
         if isinstance(st, ast.Let):

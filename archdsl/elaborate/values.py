@@ -7,7 +7,7 @@ have their own types.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..syntax import ast
@@ -39,16 +39,21 @@ class ShapeValue:
     """The shape of the tensor flowing into a statement, seen through ``in``.
 
     Attributes: ``channels``, ``height``, ``width`` (feature maps), ``tokens``, ``dim``
-    (token sequences), ``features`` (vectors), ``rank`` and ``shape`` (a list).
+    (token sequences), ``features`` (vectors), ``rank`` and ``shape`` (a list). When the
+    checker knows which axis is which (``layout``, e.g. ``"HWC"`` after a permute),
+    ``channels``, ``height`` and ``width`` follow it.
     """
 
     shape: tuple[int, ...]
+    layout: str | None = field(default=None, compare=False)
 
     def attribute(self, name: str):
         s = self.shape
         table = {"shape": s, "rank": len(s)}
         if len(s) == 3:
-            table.update(channels=s[0], height=s[1], width=s[2])
+            axes = self.layout if self.layout and len(self.layout) == 3 and set(self.layout) == set("CHW") \
+                else "CHW"
+            table.update(channels=s[axes.index("C")], height=s[axes.index("H")], width=s[axes.index("W")])
         elif len(s) == 2:
             table.update(tokens=s[0], dim=s[1])
         elif len(s) == 1:

@@ -154,12 +154,18 @@ class LayerScale(_DirectParam):
     category = "linear"
     args = (Arg("value", FLOAT, 1e-6, "initial value of every scale"),)
 
+    def check_layout(self, a, ins, layouts):
+        if len(ins[0]) == 3 and layouts[0] not in (None, "CHW"):
+            raise ShapeError(f"`layer_scale` scales the channels of a CxHxW map; this {fmt_shape(ins[0])} map is "
+                             f"laid out {'x'.join(layouts[0])}", f"input is {'x'.join(layouts[0])}",
+                             help="apply it after `permute([0, 3, 1, 2])`, as ConvNeXt does")
+
     def infer(self, a, ins):
         if not ins[0]:
             raise ShapeError("`layer_scale` needs at least one dimension", "input is a scalar")
         return ins[0]
 
-    def _shape(self, ins, layout=None):
+    def _shape(self, ins):
         x = ins[0]
         return (x[0], 1, 1) if len(x) == 3 else (x[-1],)
 
