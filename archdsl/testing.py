@@ -1,5 +1,7 @@
 """Helpers for tests and benchmarks that compare archdsl with torchvision.
 
+``torchvision_model(name)`` builds torchvision's counterpart of ``specs/<name>.arch``.
+
 ``import_torchvision()`` is the one place that works around torchvision 0.28's compiled
 ops failing to load on the CPU build of torch 2.13: torchvision then crashes while
 registering fake kernels for ``torchvision::nms`` and ``torchvision::qnms``. Defining
@@ -9,6 +11,17 @@ those two operator schemas first lets the import (models and weights metadata) s
 from __future__ import annotations
 
 import functools
+
+#: keyword arguments that make torchvision's builder give the layout our spec describes: without
+#: weights, googlenet() and inception_v3() build the training layout with auxiliary heads; our
+#: specs are the inference layout (the one torchvision's pretrained weights are used in)
+TORCHVISION_KWARGS = {"googlenet": dict(aux_logits=False, init_weights=True),
+                      "inception_v3": dict(aux_logits=False, init_weights=True)}
+
+
+def torchvision_model(name: str):
+    """torchvision's model ``name`` in the layout of ``specs/<name>.arch`` (random weights)."""
+    return import_torchvision().models.get_model(name, **TORCHVISION_KWARGS.get(name, {}))
 
 
 @functools.lru_cache(maxsize=None)

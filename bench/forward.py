@@ -114,6 +114,7 @@ def parse_args(argv=None):
 def build_pair(name, tv):
     """(ours, tv_model, input_shape) with tv's weights loaded into ours, or a skip reason (str)."""
     import archdsl
+    from archdsl.testing import torchvision_model
     spec_path, ctor = MODELS.get(name, (f"specs/{name}.arch", name))
     full = os.path.join(ROOT, spec_path)
     if not os.path.exists(full):
@@ -122,7 +123,7 @@ def build_pair(name, tv):
         return f"torchvision has no models.{ctor}"
     spec = archdsl.load_spec(full)
     ours = spec.build()
-    ref = getattr(tv.models, ctor)()
+    ref = torchvision_model(ctor)
     ours.load_state_dict(ref.state_dict(), strict=True)
     ours.eval()
     ref.eval()

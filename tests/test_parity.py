@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import archdsl
-from archdsl.testing import import_torchvision
+from archdsl.testing import import_torchvision, torchvision_model
 
 from .conftest import ROOT, SPEC_NAMES
 from .helpers import assert_same_outputs_and_shapes
@@ -23,14 +23,14 @@ ODD = (3, 97, 131)
 # torchvision's ViT asserts its image size (the position embedding fixes the token count), so
 # these run the odd-input test at their declared size, with batch 2.
 FIXED_SIZE = {"vit_b_16", "vit_b_32", "vit_l_16"}
-# builders whose default layout (no weights) is the training one, with auxiliary heads: our specs
-# are the inference layout, as torchvision's pretrained models are used
-TV_KWARGS = {"googlenet": dict(aux_logits=False, init_weights=True),
-             "inception_v3": dict(aux_logits=False, init_weights=True)}
 
 
 def test_every_family_has_parity_cases():
-    for name in ("alexnet", "vgg11", "vgg19_bn", "resnet18", "resnet152", "resnext101_32x8d", "wide_resnet101_2"):
+    for name in ("alexnet", "vgg11", "vgg19_bn", "resnet18", "resnet152", "resnext101_32x8d", "wide_resnet101_2",
+                 "googlenet", "inception_v3", "densenet121", "densenet201", "mobilenet_v2", "mobilenet_v3_small",
+                 "efficientnet_b0", "efficientnet_b7", "efficientnet_v2_l", "convnext_tiny", "convnext_large",
+                 "vit_b_16", "vit_l_16", "regnet_x_400mf", "regnet_y_128gf", "swin_t", "swin_v2_b",
+                 "squeezenet1_1", "shufflenet_v2_x2_0", "mnasnet1_3"):
         assert name in PARITY
 
 
@@ -41,7 +41,7 @@ def _fresh_pair(name, tv, spec):
     torch.manual_seed(0)
     ours = spec.build()
     torch.manual_seed(0)
-    ref = tv.models.get_model(name, **TV_KWARGS.get(name, {}))
+    ref = torchvision_model(name)
     return ours, ref
 
 
