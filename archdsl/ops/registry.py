@@ -326,19 +326,25 @@ def register(cls: type[Op]) -> type[Op]:
     return cls
 
 
+_loaded = False
+
+
 def _load_ops() -> None:
-    from . import activations, layers, structure, transformer  # noqa: F401  (registration side effects)
+    """Import every op module once (registration is their side effect); a module imported on
+    its own beforehand must not keep the others from loading."""
+    global _loaded
+    if not _loaded:
+        from . import activations, layers, structure, transformer  # noqa: F401
+        _loaded = True
 
 
 def get_op(name: str) -> Op | None:
-    if not REGISTRY:
-        _load_ops()
+    _load_ops()
     return REGISTRY.get(name)
 
 
 def all_ops() -> dict[str, Op]:
-    if not REGISTRY:
-        _load_ops()
+    _load_ops()
     return dict(REGISTRY)
 
 
