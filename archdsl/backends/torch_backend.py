@@ -2,8 +2,9 @@
 
 Each scope of the module tree becomes one module: an ``nn.Sequential`` when its children
 form a straight chain, otherwise a ``torch.fx.GraphModule`` whose ``forward`` is
-straight-line generated code (no lookups or loops per call). Weight-init rules from the
-spec are then applied in ``model.modules()`` order, as torchvision's constructors do.
+straight-line generated code (no lookups or loops per call). The init rules a scope declares
+are applied, in ``named_modules()`` order, as soon as that scope's module is built, as
+torchvision's constructors do.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class _Builder:
     def __init__(self, graph: Graph, inplace: set[int]):
         self.g = graph
         self.inplace = inplace
+        self.init = _InitRules(graph)
 
     def _in_shapes(self, node):
         return [self.g.nodes[i].shape for i in node.inputs]
@@ -72,7 +74,7 @@ class _Builder:
             module = nn.Sequential(modules)
         else:
             module = self._graph_module(sc, modules, params)
-        apply_init(module, self.g, sc.path)
+        self.init.apply(module, sc.path)
         return module
 
     def _is_container(self, kind, ref) -> bool:
@@ -139,33 +141,44 @@ class _Builder:
         return gm
 
 
-def apply_init(module: nn.Module, graph: Graph, scope: str = "") -> None:
-    """Apply the init rules declared in ``scope`` to ``module`` (that scope's module), in
-    ``named_modules()`` order; rules in a block run when that block is built, as in a
-    torchvision constructor, and the model's own rules run last."""
-    rules = [r for r in graph.init_rules if r.scope == scope]
-    if not rules:
-        return
-    prefix = scope + "." if scope else ""
-    op_of = {n.path: n.op for n in graph.ops() if n.path is not None}
-    # modules inside an op's module (Swin attention's `qkv`) that rules by op kind reach
-    inner_of = {f"{n.path}.{sub}": kind for n in graph.ops() if n.path is not None
-                for sub, kind in get_op(n.op).inner_ops.items()}
-    with torch.no_grad():
-        for rel, sub in module.named_modules():
-            path = prefix + rel if rel else scope
-            op = op_of.get(path)
-            inner = op is None
-            if inner:
-                op = inner_of.get(path)
-                if op is None:
+class _InitRules:
+    """The spec's init rules, grouped by the scope that declares them (computed once per build)."""
+
+    def __init__(self, graph: Graph):
+        self.by_scope: dict[str, list] = {}
+        for r in graph.init_rules:
+            self.by_scope.setdefault(r.scope, []).append(r)
+        # module path -> (op, inner): op modules, and modules inside an op's module that rules by
+        # op kind reach as that op (Swin attention's `qkv` is a linear), as torchvision's
+        # `isinstance(m, nn.Linear)` init loops do
+        self.op_of: dict[str, tuple[str, bool]] = {}
+        if self.by_scope:
+            for n in graph.ops():
+                if n.path is not None:
+                    self.op_of[n.path] = (n.op, False)
+                    for sub, kind in get_op(n.op).inner_ops.items():
+                        self.op_of[f"{n.path}.{sub}"] = (kind, True)
+
+    def apply(self, module: nn.Module, scope: str) -> None:
+        """Apply the rules declared in ``scope`` to ``module`` (that scope's module, just built), in
+        ``named_modules()`` order: rules in a block run when the block is built, as in a torchvision
+        constructor, and the model's own rules run last."""
+        rules = self.by_scope.get(scope)
+        if not rules:
+            return
+        prefix = scope + "." if scope else ""
+        with torch.no_grad():
+            for rel, sub in module.named_modules():
+                found = self.op_of.get(prefix + rel if rel else scope)
+                if found is None:
                     continue
-            for r in rules:
-                if r.by_path:
-                    if inner or not fnmatch.fnmatchcase(rel, r.target):
+                op, inner = found
+                for r in rules:
+                    if r.by_path:  # paths name op modules only, never modules inside them
+                        if inner or not fnmatch.fnmatchcase(rel, r.target):
+                            continue
+                    elif op != r.target:
                         continue
-                elif op != r.target:
-                    continue
-                tensor = getattr(sub, r.param, None)
-                if isinstance(tensor, torch.Tensor):
-                    INIT_FUNCS[r.fn].apply(tensor, r.args)
+                    tensor = getattr(sub, r.param, None)
+                    if isinstance(tensor, torch.Tensor):
+                        INIT_FUNCS[r.fn].apply(tensor, r.args)
