@@ -304,11 +304,12 @@ class Elaborator:
             out = self._for(node, child, env, start, None)
             child.output = out
             return out
-        if isinstance(node, (ast.Residual, ast.Concat)):
+        if isinstance(node, (ast.Residual, ast.Concat, ast.Gate)):  # inlined, or a sub-module when labelled
             target = scope
             if label is not None:
                 target = self._child_scope(label, scope, env, start, "block", None, node.span)
-            out = (self._residual if isinstance(node, ast.Residual) else self._concat)(node, target, env, start)
+            join = {ast.Residual: self._residual, ast.Concat: self._concat, ast.Gate: self._gate}[type(node)]
+            out = join(node, target, env, start)
             if label is not None:
                 target.output = out
             return out
@@ -318,14 +319,6 @@ class Elaborator:
                 raise EvalError(Diagnostic(f"`{word}` makes no module and cannot be named", label.span,
                                            "remove this label"))
             return start if isinstance(node, ast.Pass) else self._from(node, scope, env, start)
-        if isinstance(node, ast.Gate):
-            target = scope
-            if label is not None:
-                target = self._child_scope(label, scope, env, start, "block", None, node.span)
-            out = self._gate(node, target, env, start)
-            if label is not None:
-                target.output = out
-            return out
         raise AssertionError(node)  # pragma: no cover
 
     # ------------------------------------------------------------ naming
@@ -592,8 +585,7 @@ class Elaborator:
                 if node.shortcut_span is not None:
                     notes = (f"the shortcut is at {node.shortcut_span.location}",)
             self.err(f"residual branch output {fmt_shape(b)} does not match {what} {fmt_shape(s)}",
-                     Span(node.span.source, node.span.line, node.span.column, node.span.line,
-                          node.span.column + len("residual")), label, help_, notes)
+                     node.span.sub(0, len("residual")), label, help_, notes)
 
         return self.add_node(get_op("add"), {}, (body_out, short_out), scope, None, node.span, error_hint=hint)
 
@@ -614,8 +606,7 @@ class Elaborator:
             return POISON
 
         def hint(e, shapes):
-            self.err(e.message, Span(node.span.source, node.span.line, node.span.column, node.span.line,
-                                     node.span.column + len("concat")),
+            self.err(e.message, node.span.sub(0, len("concat")),
                      "branches: " + ", ".join(fmt_shape(s) for s in shapes))
 
         return self.add_node(op, attrs, tuple(fan.outputs), scope, None, node.span, error_hint=hint)
@@ -633,8 +624,7 @@ class Elaborator:
         def hint(e, shapes):
             w, x = shapes
             self.err(f"gate weights of shape {fmt_shape(w)} cannot scale the input {fmt_shape(x)}",
-                     Span(node.span.source, node.span.line, node.span.column, node.span.line,
-                          node.span.column + len("gate")), f"the body ends with {fmt_shape(w)}",
+                     node.span.sub(0, len("gate")), f"the body ends with {fmt_shape(w)}",
                      help="the body must end with the input's shape or a broadcastable one, "
                           f"e.g. {x[0]}x1x1 for per-channel weights" if len(x) == 3 else None)
 
