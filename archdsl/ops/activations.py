@@ -6,12 +6,21 @@ from .registry import FLOAT, Arg, Op, choice, register
 
 
 class _Activation(Op):
+    """An activation is ``torch.nn.<torch_class>`` called with the op's arguments (and ``inplace``)."""
+
     category = "activation"
     macs_rule = "zero"
     can_inplace = True
 
     def infer(self, a, ins):
         return ins[0]
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        kwargs = {arg.name: a[arg.name] for arg in self.args}
+        if self.can_inplace:
+            kwargs["inplace"] = inplace
+        return getattr(nn, self.torch_class)(**kwargs)
 
 
 @register
@@ -20,10 +29,6 @@ class ReLU(_Activation):
 
     name = "relu"
     torch_class = "ReLU"
-
-    def build(self, a, ins, inplace=False):
-        from torch import nn
-        return nn.ReLU(inplace=inplace)
 
 
 @register
@@ -34,10 +39,6 @@ class Tanh(_Activation):
     torch_class = "Tanh"
     can_inplace = False
 
-    def build(self, a, ins, inplace=False):
-        from torch import nn
-        return nn.Tanh()
-
 
 @register
 class ReLU6(_Activation):
@@ -45,10 +46,6 @@ class ReLU6(_Activation):
 
     name = "relu6"
     torch_class = "ReLU6"
-
-    def build(self, a, ins, inplace=False):
-        from torch import nn
-        return nn.ReLU6(inplace=inplace)
 
 
 @register
@@ -59,9 +56,6 @@ class LeakyReLU(_Activation):
     torch_class = "LeakyReLU"
     args = (Arg("negative_slope", FLOAT, 0.01, "slope for negative inputs"),)
 
-    def build(self, a, ins, inplace=False):
-        from torch import nn
-        return nn.LeakyReLU(a["negative_slope"], inplace=inplace)
 
     def label(self, a):
         return f"leaky_relu {a['negative_slope']:g}"
@@ -74,10 +68,6 @@ class SiLU(_Activation):
     name = "silu"
     torch_class = "SiLU"
 
-    def build(self, a, ins, inplace=False):
-        from torch import nn
-        return nn.SiLU(inplace=inplace)
-
 
 @register
 class Hardswish(_Activation):
@@ -85,10 +75,6 @@ class Hardswish(_Activation):
 
     name = "hardswish"
     torch_class = "Hardswish"
-
-    def build(self, a, ins, inplace=False):
-        from torch import nn
-        return nn.Hardswish(inplace=inplace)
 
 
 @register
@@ -101,10 +87,6 @@ class GELU(_Activation):
     args = (Arg("approximate", choice("none", "tanh"), "none",
                 "the exact erf form, or the tanh approximation"),)
 
-    def build(self, a, ins, inplace=False):
-        from torch import nn
-        return nn.GELU(approximate=a["approximate"])
-
 
 @register
 class Sigmoid(_Activation):
@@ -113,10 +95,6 @@ class Sigmoid(_Activation):
     name = "sigmoid"
     torch_class = "Sigmoid"
     can_inplace = False
-
-    def build(self, a, ins, inplace=False):
-        from torch import nn
-        return nn.Sigmoid()
 
 
 @register
@@ -127,6 +105,3 @@ class Hardsigmoid(_Activation):
     torch_class = "Hardsigmoid"
     can_inplace = False
 
-    def build(self, a, ins, inplace=False):
-        from torch import nn
-        return nn.Hardsigmoid()
