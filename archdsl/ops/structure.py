@@ -78,6 +78,14 @@ class Dropout(Op):
         return f"dropout {a['p']:g}"
 
 
+def _fold(graph, first, then, args):
+    """``then(...then(first(a0, a1), a2)..., an)`` as fx calls: an element-wise join of 2+ tensors."""
+    out = graph.call_function(first, (args[0], args[1]))
+    for more in args[2:]:
+        out = graph.call_function(then, (out, more))
+    return out
+
+
 @register
 class Add(Op):
     """Element-wise sum of two or more tensors of the same shape (residual joins)."""
@@ -98,11 +106,7 @@ class Add(Op):
 
     def emit(self, graph, a, args, inplace=False):
         import operator
-        fn = operator.iadd if inplace else operator.add
-        out = graph.call_function(fn, (args[0], args[1]))
-        for more in args[2:]:
-            out = graph.call_function(operator.add, (out, more))
-        return out
+        return _fold(graph, operator.iadd if inplace else operator.add, operator.add, args)
 
     def label(self, a):
         return "+"
@@ -171,10 +175,7 @@ class Mul(Op):
 
     def emit(self, graph, a, args, inplace=False):
         import operator
-        out = graph.call_function(operator.mul, (args[0], args[1]))
-        for more in args[2:]:
-            out = graph.call_function(operator.mul, (out, more))
-        return out
+        return _fold(graph, operator.mul, operator.mul, args)
 
     def label(self, a):
         return "x"
