@@ -1,4 +1,4 @@
-"""The ``archdsl`` command line: ``check``, ``compile`` and ``draw``.
+"""The ``archdsl`` command line: ``check``, ``compile``, ``summary`` and ``draw``.
 
 Exit codes: 0 success, 1 the spec has errors (diagnostics on stderr), 2 usage errors
 (bad options, missing files), 3 an internal error (a bug in archdsl; set
@@ -16,6 +16,7 @@ import time
 from . import __version__
 from .diagnostics import SpecError
 from .elaborate.elaborator import Override
+from .ops.registry import fmt_shape
 from .passes.summary import fmt_count
 
 EXIT_SPEC, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
@@ -54,8 +55,10 @@ def _load(args):
     return load_spec(args.spec, model=args.model, input_shape=shape, **parse_sets(args.set))
 
 
-def _fmt_shape(shape) -> str:
-    return "x".join(str(d) for d in shape)
+def _check_dtype(args) -> str:
+    if args.dtype not in DTYPES:
+        raise UsageError(f"unknown --dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
+    return args.dtype
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -79,10 +82,10 @@ def cmd_check(args) -> int:
     for node in spec.ir.ops():
         op = get_op(node.op)
         path = node.path if node.path is not None else f"{node.scope or '(model)'} ({node.op})"
-        rows.append((path, op.label(node.attrs), _fmt_shape(node.shape), f"{node.params:,}"))
+        rows.append((path, op.label(node.attrs), fmt_shape(node.shape), f"{node.params:,}"))
     header = ("module", "op", "output", "params")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
-    out = [f"{spec.name}: input {_fmt_shape(spec.input_shape)} -> output {_fmt_shape(spec.output_shape)}", ""]
+    out = [f"{spec.name}: input {fmt_shape(spec.input_shape)} -> output {fmt_shape(spec.output_shape)}", ""]
     fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"  # noqa: E731
     out.append(fmt(header))
     out.append(fmt(tuple("-" * w for w in widths)))
@@ -96,8 +99,7 @@ def cmd_check(args) -> int:
 
 def cmd_compile(args) -> int:
     import torch
-    if args.dtype not in DTYPES:
-        raise UsageError(f"unknown --dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
+    _check_dtype(args)
     try:
         device = torch.device(args.device)
     except (RuntimeError, ValueError):
@@ -111,8 +113,8 @@ def cmd_compile(args) -> int:
     from .passes.summary import totals_lines
     rows = [
         ("model", spec.name),
-        ("input", _fmt_shape(spec.input_shape)),
-        ("output", _fmt_shape(spec.output_shape)),
+        ("input", fmt_shape(spec.input_shape)),
+        ("output", fmt_shape(spec.output_shape)),
         *totals_lines(spec.summary(depth=1, dtype=args.dtype).totals, args.dtype),
         ("device", f"{device}, {args.dtype}"),
         ("build", f"{build_s * 1000:.0f} ms"),
@@ -134,8 +136,7 @@ def _summary_depth(text: str | None):
 
 def cmd_summary(args) -> int:
     import json
-    if args.dtype not in DTYPES:
-        raise UsageError(f"unknown --dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
+    _check_dtype(args)
     depth = _summary_depth(args.depth)
     summary = _load(args).summary(depth=depth, dtype=args.dtype)
     if args.json:
