@@ -113,7 +113,7 @@ _AXIS = {"L": "tokens", "H": "H", "W": "W"}
 def node_shape(n: Node) -> str:
     """A node's output shape; a layout other than channels-first is named (``197x768 (tokens x dim)``)."""
     text = fmt_shape(n.shape)
-    layout = getattr(n, "layout", None)
+    layout = n.layout
     if n.shape and layout and len(layout) == len(n.shape) and layout not in ("CHW", "C"):
         names = [_AXIS.get(a, "dim" if (a == "C" and "L" in layout) else a) for a in layout]
         text += " (" + " \u00d7 ".join(names) + ")"
