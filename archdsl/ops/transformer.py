@@ -75,11 +75,10 @@ class MultiheadAttention(Op):
 
 
 class _DirectParam(Op):
+    """An op owning one parameter on the enclosing module; ``emit`` gets it as its last argument."""
+
     direct_param = True
     macs_rule = "zero"  # concatenation, addition, element-wise scaling
-
-    def emit(self, graph, a, args, inplace=False):
-        raise NotImplementedError
 
 
 @register
