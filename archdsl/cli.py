@@ -16,7 +16,7 @@ import time
 from . import __version__
 from .diagnostics import SpecError
 from .elaborate.elaborator import Override
-from .ops.registry import fmt_shape
+from .ops.registry import fmt_shape, fmt_shapes
 from .passes.summary import fmt_count
 
 EXIT_SPEC, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
@@ -85,7 +85,7 @@ def cmd_check(args) -> int:
         rows.append((path, op.label(node.attrs), fmt_shape(node.shape), f"{node.params:,}"))
     header = ("module", "op", "output", "params")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
-    out = [f"{spec.name}: input {fmt_shape(spec.input_shape)} -> output {fmt_shape(spec.output_shape)}", ""]
+    out = [f"{spec.name}: input {fmt_shape(spec.input_shape)} -> output {fmt_shapes(spec.output_shapes)}", ""]
     fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"  # noqa: E731
     out.append(fmt(header))
     out.append(fmt(tuple("-" * w for w in widths)))
@@ -114,7 +114,7 @@ def cmd_compile(args) -> int:
     rows = [
         ("model", spec.name),
         ("input", fmt_shape(spec.input_shape)),
-        ("output", fmt_shape(spec.output_shape)),
+        ("output", fmt_shapes(spec.output_shapes)),
         *totals_lines(spec.summary(depth=1, dtype=args.dtype).totals, args.dtype),
         ("device", f"{device}, {args.dtype}"),
         ("build", f"{build_s * 1000:.0f} ms"),

@@ -136,5 +136,17 @@ class CompileError(Exception):
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A "did you mean" help text for a misspelt ``name``, or None when nothing is close."""
-    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"did you mean `{matches[0]}`?" if matches else None
+    pool = sorted(set(candidates))
+    scored = []
+    for c in pool:
+        m = difflib.SequenceMatcher(None, name, c)
+        if m.real_quick_ratio() >= 0.6 and m.quick_ratio() >= 0.6 and m.ratio() >= 0.6:
+            scored.append((m.ratio(), c))
+    if not scored:
+        return None
+    best = max(r for r, _ in scored)
+    # equally close names are all offered; the 2-D op of a rank family first (conv -> conv2d, conv1d, conv3d)
+    tied = sorted((c for r, c in scored if r == best), key=lambda c: ("2d" not in c, c))[:3]
+    if len(tied) == 1:
+        return f"did you mean `{tied[0]}`?"
+    return "did you mean " + ", ".join(f"`{c}`" for c in tied[:-1]) + f" or `{tied[-1]}`?"

@@ -17,6 +17,26 @@ from .diagnostics import Span
 INPUT_ID = 0
 
 
+def flatten_outputs(structure):
+    """The node ids in an output structure (an id, or a tuple / dict of them), in order."""
+    if isinstance(structure, tuple):
+        for s in structure:
+            yield from flatten_outputs(s)
+    elif isinstance(structure, dict):
+        for s in structure.values():
+            yield from flatten_outputs(s)
+    else:
+        yield structure
+
+
+def _plain_outputs(structure):
+    if isinstance(structure, tuple):
+        return [_plain_outputs(s) for s in structure]
+    if isinstance(structure, dict):
+        return {k: _plain_outputs(v) for k, v in structure.items()}
+    return structure
+
+
 @dataclass
 class Node:
     """One primitive op application (or the model input, op ``input``, id 0)."""
@@ -34,6 +54,9 @@ class Node:
     macs: int = 0
     inplace: bool = False
     layout: str | None = None  # axis letters of the output ("CHW", "HWC", "LC"), if known
+    batched: bool = True       # the output has the implicit batch dim (false: `parameter`, `buffer`)
+    dtype: str | None = None   # the output's dtype when it is not the model's floating type ("int64")
+    fold: int = 1              # items per sample in the batch dim (windows merged into it by `merge_batch`)
 
     @property
     def path(self) -> str | None:
@@ -94,6 +117,17 @@ class Graph:
     output: int
     init_rules: list[InitRule]
     params: dict                       # the model parameters in force (after overrides)
+    #: what the model returns: a node id, or a tuple / dict (str keys) of node ids (`return` in the
+    #: model body); ``output`` is its first tensor
+    outputs: object = None
+
+    def __post_init__(self):
+        if self.outputs is None:
+            self.outputs = self.output
+
+    def output_ids(self) -> list[int]:
+        """The node ids the model returns, in order."""
+        return list(flatten_outputs(self.outputs))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -113,6 +147,17 @@ class Graph:
             for i in n.inputs:
                 out[i].append(n.id)
         return out
+
+    @property
+    def output_shapes(self):
+        """The shapes of what the model returns, in the structure of ``outputs``."""
+        def shape(s):
+            if isinstance(s, tuple):
+                return tuple(shape(x) for x in s)
+            if isinstance(s, dict):
+                return {k: shape(v) for k, v in s.items()}
+            return self.nodes[s].shape
+        return shape(self.outputs)
 
     @property
     def num_params(self) -> int:
@@ -145,7 +190,9 @@ class Graph:
                 {"id": n.id, "op": n.op, "path": n.path, "scope": n.scope,
                  "attrs": {k: to_python(v) for k, v in n.attrs.items()},
                  "inputs": list(n.inputs), "shape": list(n.shape) if n.shape else None,
-                 "params": n.params, "macs": n.macs, "span": span(n.span)}
+                 "params": n.params, "macs": n.macs, "span": span(n.span),
+                 **({} if n.batched else {"batched": False}), **({"dtype": n.dtype} if n.dtype else {}),
+                 **({"fold": n.fold} if n.fold != 1 else {})}
                 for n in self.nodes.values()
             ],
             "modules": [
@@ -159,6 +206,7 @@ class Graph:
                 for r in self.init_rules
             ],
             "output": self.output,
+            "outputs": _plain_outputs(self.outputs),
         }
 
     def to_json(self) -> str:

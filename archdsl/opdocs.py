@@ -80,17 +80,34 @@ def _ordered_ops() -> list[Op]:
 
 def _inputs(op: Op) -> str:
     if op.arity is None:
-        return "2 or more"
+        return f"{op.min_inputs} or more"
     return str(op.arity)
+
+
+#: how the arithmetic ops are usually written
+_OPERATORS = {"add": "a + b", "sub": "a - b", "mul": "a * b", "div": "a / b", "neg": "-a", "matmul": "a @ b"}
+
+
+def _function_form(op: Op) -> str:
+    """``name(x, ...)`` as the op is called as a function in an expression."""
+    tensors = ", ".join(op.tensor_inputs())
+    args = _signature(op.name, op.args)
+    inner = args[len(op.name) + 1:-1]
+    return f"{op.name}({tensors}{', ' if tensors and inner else ''}{inner})"
 
 
 def _op_section(op: Op) -> list[str]:
     out = [f"#### `{op.name}`", ""]
     if op.functional:
-        how = {"add": "a `residual { ... }` join", "concat": "`concat(...) { ... }`"}.get(op.name, "a join")
-        out += [f"Used through {how}; it is not called as a layer statement.", ""]
+        how = {"add": ", and the sum of `residual { ... }`", "concat": ", and `concat(...) { ... }`",
+               "mul": ", and the product of `gate { ... }`"}.get(op.name, "")
+        written = f" (or `{_OPERATORS[op.name]}`)" if op.name in _OPERATORS else ""
+        out += [f"A function in expressions{how}; it makes no module:", "",
+                "```text", _function_form(op) + written, "```", ""]
     else:
         out += ["```text", _signature(op.name, op.args), "```", ""]
+        if op.callable_as_function:
+            out += [f"Also a function in expressions, with no module: `{_function_form(op)}`.", ""]
     doc = inspect.cleandoc(op.doc()) if op.doc() else ""
     if doc:
         out += [doc, ""]
@@ -133,9 +150,11 @@ def render_ops_markdown() -> str:
         "language itself is described in [language.md](language.md).",
         "",
         "Shapes never include the batch dimension: a feature map is `CxHxW`, a flattened vector",
-        "`F`, a token sequence `NxD`. Dimension arguments (`flatten`'s `start_dim`, `concat`'s",
+        "`F`, a token sequence `NxD`; the 1-D and 3-D layers (`conv1d`, `maxpool3d`, ...) take `CxL`",
+        "sequences and `CxDxHxW` volumes. Dimension arguments (`flatten`'s `start_dim`, `concat`'s",
         "`dim`) count the batch as dim 0, as torch does. An argument written `int or [int, int]`",
-        "takes one integer for both spatial axes or a list `[height, width]`.",
+        "takes one integer for both spatial axes or a list `[height, width]`; likewise",
+        "`int or [int, int, int]` takes `[depth, height, width]` and `int or [int]` a `[length]`.",
         "",
         "## Summary",
         "",

@@ -41,7 +41,13 @@ class Spec:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
+        """The shape of the (first) tensor the model returns, without the batch dim."""
         return self.ir.output_shape
+
+    @property
+    def output_shapes(self):
+        """The shapes of what the model returns: a shape, or a tuple / dict of shapes (``return`` in the spec)."""
+        return self.ir.output_shapes
 
     @property
     def num_params(self) -> int:

@@ -70,7 +70,7 @@ model u input 2x8x8 {
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("model m input 2x8x8 { conv2d(4, 1); tap a; from b }", "no tap named `b`"),
+    ("model m input 2x8x8 { conv2d(4, 1); tap a; from b }", "no tap or tensor named `b`"),
     ("model m input 2x8x8 { s: seq { conv2d(4, 1); tap a }; from a }", "which is another module"),
     ("model m input 2x8x8 { x: pass }", "`pass` makes no module and cannot be named"),
     ("model m input 2x8x8 { tap \"a.b\" }", "invalid tap name"),

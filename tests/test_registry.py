@@ -76,7 +76,141 @@ SAMPLES = {
         ({"num_heads": 2, "window_size": 4, "shift_size": 2, "v2": True}, [(6, 9, 6)]),
     ],
     "patch_merge": [({}, [(4, 6, 3)]), ({}, [(5, 7, 2)])],
+    # 1-D ops take CxL sequences, 3-D ops CxDxHxW volumes
+    "conv1d": [
+        ({"out_channels": 8, "kernel_size": 3}, [(4, 20)]),
+        ({"out_channels": 6, "kernel_size": [5], "stride": 2, "padding": 2, "bias": False}, [(4, 17)]),
+        ({"out_channels": 8, "kernel_size": 3, "dilation": 2, "padding": 2}, [(4, 10)]),
+        ({"out_channels": 8, "kernel_size": 3, "groups": 4, "padding": 1}, [(4, 7)]),
+        ({"out_channels": 12, "kernel_size": 1, "groups": 2, "stride": 3}, [(6, 8)]),
+    ],
+    "conv3d": [
+        ({"out_channels": 8, "kernel_size": 3}, [(4, 5, 7, 6)]),
+        ({"out_channels": 6, "kernel_size": [3, 5, 1], "stride": [1, 2, 2], "padding": [1, 2, 0], "bias": False},
+         [(4, 6, 9, 8)]),
+        ({"out_channels": 8, "kernel_size": 3, "dilation": [1, 2, 2], "padding": [1, 2, 2]}, [(4, 4, 6, 6)]),
+        ({"out_channels": 8, "kernel_size": 3, "groups": 4, "padding": 1, "stride": 2}, [(4, 5, 5, 5)]),
+        ({"out_channels": 6, "kernel_size": 1, "groups": 2}, [(4, 2, 3, 3)]),
+    ],
+    "conv_transpose1d": [
+        ({"out_channels": 4, "kernel_size": 2, "stride": 2}, [(8, 5)]),
+        ({"out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1, "groups": 2},
+         [(4, 6)]),
+        ({"out_channels": 3, "kernel_size": 3, "dilation": 2, "bias": False}, [(2, 4)]),
+    ],
+    "conv_transpose3d": [
+        ({"out_channels": 4, "kernel_size": 2, "stride": 2}, [(8, 3, 4, 5)]),
+        ({"out_channels": 6, "kernel_size": [3, 3, 1], "stride": [1, 2, 2], "padding": [1, 1, 0],
+          "output_padding": [0, 1, 1], "groups": 2}, [(4, 3, 4, 4)]),
+        ({"out_channels": 3, "kernel_size": 3, "dilation": 2, "bias": False}, [(2, 2, 3, 3)]),
+    ],
+    "batchnorm1d": [({}, [(5,)]), ({}, [(5, 7)]), ({"affine": False, "eps": 1e-3, "momentum": 0.2}, [(3, 4)])],
+    "batchnorm3d": [({}, [(4, 2, 3, 3)]), ({"affine": False}, [(2, 3, 2, 2)])],
+    "groupnorm": [({"num_groups": 2}, [(6, 4, 4)]), ({"num_groups": 3, "eps": 1e-6, "affine": False}, [(6, 10)]),
+                  ({"num_groups": 4}, [(8, 2, 3, 3)]), ({"num_groups": 1}, [(5,)]), ({"num_groups": 6}, [(6, 3, 3)])],
+    "maxpool1d": [
+        ({"kernel_size": 3, "stride": 2}, [(3, 13)]),
+        ({"kernel_size": 3, "stride": 2, "padding": 1}, [(3, 20)]),
+        ({"kernel_size": 3, "stride": 2, "ceil_mode": True}, [(2, 14)]),
+        ({"kernel_size": 2, "dilation": 2}, [(2, 9)]),
+    ],
+    "maxpool3d": [
+        ({"kernel_size": 2}, [(2, 4, 6, 7)]),
+        ({"kernel_size": [1, 3, 3], "stride": [1, 2, 2], "padding": [0, 1, 1]}, [(3, 4, 9, 9)]),
+        ({"kernel_size": 3, "stride": 2, "ceil_mode": True}, [(2, 6, 7, 8)]),
+        ({"kernel_size": 2, "stride": 1, "dilation": 2}, [(1, 5, 5, 5)]),
+    ],
+    "avgpool1d": [
+        ({"kernel_size": 2}, [(3, 9)]),
+        ({"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False}, [(3, 10)]),
+    ],
+    "avgpool3d": [
+        ({"kernel_size": 2}, [(3, 4, 5, 6)]),
+        ({"kernel_size": [1, 3, 3], "stride": [1, 2, 2], "padding": [0, 1, 1], "ceil_mode": True,
+          "count_include_pad": False}, [(2, 3, 7, 6)]),
+    ],
+    "adaptive_avgpool1d": [({"output_size": 1}, [(4, 9)]), ({"output_size": 4}, [(4, 10)])],
+    "adaptive_avgpool3d": [({"output_size": 1}, [(3, 4, 5, 6)]), ({"output_size": [2, 3, 1]}, [(3, 4, 7, 5)])],
+    "adaptive_maxpool1d": [({"output_size": 1}, [(4, 9)]), ({"output_size": [3]}, [(4, 10)])],
+    "adaptive_maxpool2d": [({"output_size": 1}, [(4, 7, 9)]), ({"output_size": [3, 2]}, [(4, 7, 9)]),
+                           ({"output_size": 2}, [(3, 8, 8)])],
+    "adaptive_maxpool3d": [({"output_size": 1}, [(3, 4, 5, 6)]), ({"output_size": [2, 3, 1]}, [(3, 4, 7, 5)])],
+    "identity": [({}, [(3, 4, 4)]), ({}, [(10,)]), ({}, [(2, 3, 4, 5)])],
 }
+
+
+class U(tuple):
+    """A sample input without the batch dim (a parameter or buffer), for ops with full shapes."""
+
+
+SAMPLES.update({
+    "add": [({}, [(3, 4, 4), (3, 4, 4)]), ({}, [(8,), (8,), (8,)]), ({}, [(3, 1, 4), (1, 5, 1)]),
+            ({}, [(3, 4, 4), U((4, 4))]), ({"scalar": 1.5}, [(3, 4)])],
+    "sub": [({}, [(3, 4, 4), (3, 1, 1)]), ({}, [(5, 6), U((6,))]), ({"scalar": 1.0, "reverse": True}, [(4,)])],
+    # (a batched 6 times a batched 2x6 does not broadcast in torch: the batch would meet the 2)
+    "mul": [({}, [(3, 4, 4), (3, 4, 4)]), ({}, [(3, 1, 1), (3, 4, 5)]), ({}, [U((6,)), (2, 6)]),
+            ({"scalar": 0.5}, [(2, 3)])],
+    "div": [({}, [(3, 4, 4), (3, 4, 4)]), ({"scalar": 2.0}, [(5,)]), ({"scalar": 1.0, "reverse": True}, [(5,)])],
+    "neg": [({}, [(3, 4)])],
+    "matmul": [({}, [(3, 4, 5), (3, 5, 6)]), ({}, [(2, 4, 5), U((5, 3))]), ({}, [(1, 4, 5), (3, 5, 2)])],
+    "transpose": [({"dim0": -2, "dim1": -1}, [(3, 4, 5)]), ({"dim0": 1, "dim1": 2}, [(3, 4)])],
+    "softmax": [({"dim": 1}, [(3, 4, 4)]), ({"dim": -1}, [(5, 6)])],
+    "mean": [({"dim": [2, 3]}, [(3, 4, 5)]), ({"dim": 1, "keepdim": True}, [(3, 4)])],
+    "sum": [({"dim": [2, 3]}, [(3, 4, 5)]), ({"dim": -1, "keepdim": True}, [(3, 4)])],
+    "amax": [({"dim": 1}, [(3, 4, 5)])],
+    "amin": [({"dim": [1, 2], "keepdim": True}, [(3, 4, 5)])],
+    "stack": [({}, [(3, 4), (3, 4)]), ({"dim": -1}, [(2, 3), (2, 3), (2, 3)])],
+    "index": [({}, [U((49, 2)), U((16, 16))]), ({}, [(10, 3), U((4,))]), ({"dim": 2}, [(3, 6), U((2, 2))])],
+    "sdpa": [({}, [(2, 5, 4), (2, 6, 4), (2, 6, 3)]), ({"scale": 0.3}, [(2, 5, 4), (2, 5, 4), (2, 5, 4), U((2, 5, 5))]),
+             ({"causal": True}, [(4, 8), (4, 8), (4, 8)])],
+    "parameter": [({"shape": [3, 4]}, []), ({"shape": [5], "value": 1.0}, [])],
+    "buffer": [({"values": [[0, 1], [2, 3]]}, []), ({"values": [0.5, 1.5], "persistent": False}, [])],
+    "exp": [({}, [(3, 4)])],
+    "log": [({}, [(3, 4)])],
+    "clamp": [({"max": 0.5}, [(3, 4)]), ({"min": -2.0, "max": 2.0}, [(2, 3, 3)])],
+    "normalize": [({}, [(3, 4)]), ({"dim": 1}, [(3, 4, 4)])],
+    "roll": [({"shifts": [1, -2], "dims": [1, 2]}, [(3, 4, 5)])],
+    "pad": [({"pad": [1, 0, 0, 2]}, [(3, 4, 5)]), ({"pad": [2, 2], "value": -1.0}, [(3,)])],
+    "merge_batch": [({}, [(4, 3, 5)])],
+    "split_batch": [({"n": 2}, [(3, 5)])],
+})
+
+#: attributes set by the elaborator rather than written as op arguments (`x * 0.5`: a number operand)
+_INTERNAL = ("scalar", "reverse")
+
+
+def hook(op, shapes):
+    """The sample shapes as the op's hooks see them (full shapes for ops with ``full_shapes``)."""
+    from archdsl.ops.registry import BATCH
+    if not op.full_shapes:
+        return list(shapes)
+    return [tuple(s) if isinstance(s, U) else (BATCH,) + tuple(s) for s in shapes]
+
+
+def per_sample(op, shape):
+    """A hook's output shape without the batch dim (for comparing with torch's ``out.shape[1:]``)."""
+    from archdsl.ops.registry import is_batch
+    if op.full_shapes:
+        return tuple(shape[1:]) if shape and is_batch(shape[0]) else None
+    return tuple(shape)
+
+
+def sample_inputs(op, attrs, shapes, batch=2, device=None, dtype=None):
+    """Input tensors for a sample: batched ones with ``batch`` samples; an ``index`` gets valid indices."""
+    xs = []
+    if op.name == "split_batch":  # the batch holds n items per sample
+        batch *= attrs["n"]
+    for k, s in enumerate(shapes):
+        if op.name == "index" and k == 1:
+            full = hook(op, shapes)[0]
+            d = attrs["dim"] if attrs["dim"] is not None else (0 if isinstance(shapes[0], U) else 1)
+            xs.append(torch.randint(0, full[d], tuple(s), device=device))
+        elif isinstance(s, U):
+            xs.append(torch.randn(*s, device=device, dtype=dtype))
+        else:
+            xs.append(torch.randn(batch, *s, device=device, dtype=dtype))
+    return xs
+
 
 CASES = [(name, i) for name in sorted(all_ops()) for i in range(len(SAMPLES.get(name, [None])))]
 
@@ -102,21 +236,28 @@ def test_op_declares_everything(name):
 
 
 def _resolve(op, kwargs):
-    attrs, problems = op.resolve_args([], kwargs)
+    internal = {k: kwargs[k] for k in _INTERNAL if k in kwargs}
+    attrs, problems = op.resolve_args([], {k: v for k, v in kwargs.items() if k not in internal})
     assert problems == []
+    if "scalar" in internal:
+        attrs.update({"reverse": False, **internal})
     return attrs
 
 
 def _run_torch(op, attrs, shapes):
     """Run the op the way the backend does: an fx graph calling its module, function or parameter."""
-    xs = [torch.randn(2, *s) for s in shapes]
+    xs = sample_inputs(op, attrs, shapes)
     g, holder = fx.Graph(), nn.Module()
     args = [g.placeholder(f"x{i}") for i in range(len(xs))]
     if op.functional:
-        out = op.emit(g, attrs, args)
+        out = op.emit(g, dict(attrs), args, ins=hook(op, shapes))
     elif op.direct_param:
-        holder.register_parameter("p", nn.Parameter(op.make_param(attrs, shapes)))
-        out = op.emit(g, attrs, args + [g.get_attr("p")])
+        value = op.make_param(attrs, hook(op, shapes))
+        if op.direct_buffer:
+            holder.register_buffer("p", value)
+        else:
+            holder.register_parameter("p", nn.Parameter(value))
+        out = op.emit(g, attrs, args + [g.get_attr("p")], ins=hook(op, shapes))
     else:
         holder.add_module("m", op.build(attrs, shapes))
         out = op.call(g, "m", args, attrs)
@@ -135,12 +276,16 @@ def test_shape_rule_and_params_match_torch(name, i):
     op = all_ops()[name]
     kwargs, shapes = SAMPLES[name][i]
     attrs = _resolve(op, kwargs)
-    want_shape = op.infer(attrs, shapes)
+    ins = hook(op, shapes)
+    want_shape = op.infer(attrs, ins)
     module, out = _run_torch(op, attrs, shapes)
-    assert tuple(out.shape[1:]) == want_shape
-    assert op.params(attrs, shapes) == sum(p.numel() for p in module.parameters())
-    assert op.buffers(attrs, shapes) == sum(b.numel() for b in module.buffers())
-    assert op.macs(attrs, shapes, want_shape) >= 0
+    if per_sample(op, want_shape) is not None:
+        assert tuple(out.shape[1:]) == per_sample(op, want_shape)
+    else:  # no batch dim: the whole shape
+        assert tuple(out.shape) == tuple(want_shape)
+    assert op.params(attrs, ins) == sum(p.numel() for p in module.parameters())
+    assert op.buffers(attrs, ins) == sum(b.numel() for b in module.buffers())
+    assert op.macs(attrs, ins, want_shape) >= 0
 
 
 def test_conv_macs_formula():
@@ -174,6 +319,27 @@ def test_conv_macs_formula():
     ("shifted_window_attention", {"num_heads": 3, "window_size": 2}, (5, 4, 4), "acts on the last axis"),
     ("shifted_window_attention", {"num_heads": 2, "window_size": 2}, (8,), "expects an HxWxC"),
     ("patch_merge", {}, (8,), "expects an HxWxC"),
+    ("conv1d", {"out_channels": 8, "kernel_size": 7}, (3, 5), "larger than its padded input"),
+    ("conv1d", {"out_channels": 8, "kernel_size": 3, "groups": 2}, (3, 9), "not divisible by groups"),
+    ("conv1d", {"out_channels": 8, "kernel_size": 3}, (3, 4, 4), "expects a CxL sequence"),
+    ("conv3d", {"out_channels": 8, "kernel_size": 3}, (3, 2, 8, 8), r"larger than its padded input .* along depth"),
+    ("conv3d", {"out_channels": 9, "kernel_size": 3, "groups": 2}, (4, 3, 3, 3), "not divisible by groups"),
+    ("conv3d", {"out_channels": 8, "kernel_size": 3}, (3, 8, 8), "expects a CxDxHxW"),
+    ("conv_transpose1d", {"out_channels": 4, "kernel_size": 2, "stride": 2, "output_padding": 2}, (3, 4),
+     "must be smaller than stride"),
+    ("conv_transpose3d", {"out_channels": 4, "kernel_size": 2, "groups": 2}, (3, 2, 2, 2), "not divisible by groups"),
+    ("conv_transpose3d", {"out_channels": 4, "kernel_size": 2}, (3, 4, 4), "expects a CxDxHxW"),
+    ("batchnorm1d", {}, (3, 4, 4), "expects a C vector or a CxL sequence"),
+    ("batchnorm3d", {}, (3, 4, 4), "expects a CxDxHxW"),
+    ("maxpool1d", {"kernel_size": 2, "padding": 2}, (3, 8), "at most half"),
+    ("maxpool3d", {"kernel_size": 3}, (2, 2, 8, 8), "larger than its padded input"),
+    ("maxpool3d", {"kernel_size": [1, 2, 2], "padding": [1, 0, 0]}, (2, 4, 8, 8), "at most half"),
+    ("avgpool1d", {"kernel_size": 3}, (3, 2), "larger than its padded input"),
+    ("avgpool3d", {"kernel_size": 2}, (3, 8), "expects a CxDxHxW"),
+    ("adaptive_avgpool1d", {"output_size": 2}, (3, 4, 4), "expects a CxL"),
+    ("adaptive_maxpool2d", {"output_size": 2}, (8,), "expects a CxHxW"),
+    ("adaptive_maxpool3d", {"output_size": 2}, (5, 8), "expects a CxDxHxW"),
+    ("groupnorm", {"num_groups": 4}, (6, 4, 4), "not divisible by num_groups"),
 ])
 def test_shape_rule_rejects(name, kwargs, shape, needle):
     op = all_ops()[name]

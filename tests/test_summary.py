@@ -31,7 +31,7 @@ from archdsl.passes.summary import RF, _union, activation_memory
 
 from .conftest import ROOT, SPEC_NAMES, SPECS
 from .test_cli import run
-from .test_registry import SAMPLES, _resolve, _run_torch
+from .test_registry import SAMPLES, _resolve, _run_torch, hook, per_sample, sample_inputs
 
 SPEC_IDS = dict(zip(SPEC_NAMES, SPECS))
 
@@ -223,15 +223,41 @@ def test_op_declares_macs_rule(name):
         f"op {name}: set macs_rule to 'formula', 'zero' or 'unknown'"
     for kwargs, shapes in SAMPLES.get(name, []):
         attrs = _resolve(op, kwargs)
-        out = op.infer(attrs, shapes)
+        ins = hook(op, shapes)
+        out = op.infer(attrs, ins)
         if op.macs_rule == MACS_ZERO:
-            assert op.macs(attrs, shapes, out) == 0
-        kind = op.window(attrs, shapes, [None] * len(shapes))
+            assert op.macs(attrs, ins, out) == 0
+        kind = op.window(attrs, ins, [None] * len(shapes))
         assert isinstance(kind, Window) or kind in (POINTWISE, GLOBAL, UNDEFINED)
 
 
+MACS_CASES = [(n, i) for n in sorted(SAMPLES) if n in all_ops() for i in range(len(SAMPLES[n]))]
+
+
+@pytest.mark.parametrize("name,i", MACS_CASES)
+def test_op_macs_match_flop_counter(name, i):
+    """On the registry's samples (every rank): an op's MACs are what torch's flop counter measures
+    (FLOPs / 2) at batch 1; ops that count 0 by convention do nothing the counter counts. On the meta
+    device, as for whole models (on the CPU, attention takes a fused path the counter does not see)."""
+    op = all_ops()[name]
+    kwargs, shapes = SAMPLES[name][i]
+    attrs = _resolve(op, kwargs)
+    module = _run_torch(op, attrs, shapes)[0].to("meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(*sample_inputs(op, attrs, shapes, batch=1, device="meta"))
+    ins = hook(op, shapes)
+    assert counter.get_total_flops() == 2 * op.macs(attrs, ins, op.infer(dict(attrs), ins))
+
+
+#: ops whose input gradient reaches the maximum of each window only, not the whole window
+MAX_OPS = {"maxpool2d", "adaptive_maxpool2d", "amax", "amin"}
+#: ops declared GLOBAL because an output element sees whole rows or columns of a map (a product), not a
+#: window: the check is that it is not local, i.e. the support spans a whole axis
+PRODUCT_OPS = {"matmul", "sdpa"}
+
 WINDOW_CASES = [(n, i) for n in sorted(SAMPLES) if n in all_ops() for i, (_, shapes) in enumerate(SAMPLES[n])
-                if all(len(s) == 3 for s in shapes)]
+                if shapes and all(len(s) == 3 and type(s) is tuple for s in shapes)]
 
 
 @pytest.mark.parametrize("name,i", WINDOW_CASES)
@@ -240,13 +266,14 @@ def test_op_window_matches_torch(name, i):
     op = all_ops()[name]
     kwargs, shapes = SAMPLES[name][i]
     attrs = _resolve(op, kwargs)
-    out = op.infer(attrs, shapes)
+    ins = hook(op, shapes)
+    out = per_sample(op, op.infer(dict(attrs), ins))
     layouts = ["CHW"] * len(shapes)
     try:
-        op.check_layout(attrs, shapes, layouts)
+        op.check_layout(attrs, ins, layouts)
     except ShapeError:
         return  # the op acts on the last axis: these samples are channels-last, not CxHxW maps
-    kind = op.window(attrs, shapes, layouts)
+    kind = op.window(attrs, ins, layouts)
     if kind == UNDEFINED or len(out) != 3 or (kind == POINTWISE and all(s[1:] != out[1:] for s in shapes)):
         return  # no position mapping to check (resampling, or the axes were permuted)
     module, _ = _run_torch(op, attrs, shapes)
@@ -263,7 +290,11 @@ def test_op_window_matches_torch(name, i):
     for x, shape in zip(xs, shapes):
         support = x.grad[0].abs().sum(0).nonzero()
         if kind == GLOBAL:
-            assert len(support) == shape[1] * shape[2]
+            if name in PRODUCT_OPS:
+                rows, cols = set(support[:, 0].tolist()), set(support[:, 1].tolist())
+                assert len(rows) == shape[1] or len(cols) == shape[2]
+            elif name not in MAX_OPS:  # a global max reaches one position per channel
+                assert len(support) == shape[1] * shape[2]
             continue
         if shape[1:] != out[1:]:  # a broadcast input (e.g. a Cx1x1 gate)
             continue
@@ -276,7 +307,7 @@ def test_op_window_matches_torch(name, i):
                 hi = lo + kind.dilation[axis] * (kind.kernel[axis] - 1)
                 want.append((max(lo, 0), min(hi, shape[axis + 1] - 1)))
         got = [(support[:, a].min().item(), support[:, a].max().item()) for a in range(2)]
-        if name == "maxpool2d":  # the gradient reaches the maximum only: inside the window
+        if name in MAX_OPS:  # the gradient reaches the maximum only: inside the window
             assert all(w[0] <= g[0] and g[1] <= w[1] for g, w in zip(got, want))
         else:
             assert got == want

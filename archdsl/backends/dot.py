@@ -229,6 +229,16 @@ class Item:
         return len(self.members) if len(self.members) > 1 else 1
 
 
+def output_items(g: Graph) -> list[tuple[object, int]]:
+    """(name, node id) of each model result: the dict key, the position in a tuple, or None for one tensor."""
+    outs = g.outputs
+    if isinstance(outs, dict):
+        return list(outs.items())
+    if isinstance(outs, tuple):
+        return list(enumerate(outs))
+    return [(None, outs)]
+
+
 class View:
     """What to draw for a graph at one depth: items, drawn edges and per-node representatives."""
 
@@ -248,8 +258,14 @@ class View:
                 if a is None or b is None or a == b or self._cross_instance(u, n.id):
                     continue
                 self.edges.setdefault((a, b), u)
-        out = self.rep.get(g.output, "input")
-        self.edges.setdefault((out, "output"), g.output)
+        # the model's results: one edge each into the output node, labelled with its name when there are several
+        self.edge_labels: dict[tuple[str, str], str] = {}
+        for key, nid in output_items(g):
+            out = self.rep.get(nid, "input")
+            self.edges.setdefault((out, "output"), nid)
+            if key is not None:
+                prev = self.edge_labels.get((out, "output"))
+                self.edge_labels[(out, "output")] = f"{prev}, {key}" if prev else str(key)
 
     # building ------------------------------------------------------------
     def is_open(self, path: str) -> bool:
@@ -617,12 +633,16 @@ def _emit(view: View, rankdir: str, columns: int | None) -> graphviz.Digraph:
                      fillcolor=IO_COLOR, shape="box", style="rounded,filled,bold")
         emit(dot, view.items, b, 0)
         if band["output"] == b:
-            dot.node("output", _rows(("op", "output"), ("info", _html(fmt_shape(g.output_shape)))),
+            rows = [("info", _html(f"{k}: {fmt_shape(g.nodes[i].shape)}" if k is not None
+                                   else fmt_shape(g.nodes[i].shape))) for k, i in output_items(g)]
+            dot.node("output", _rows(("op", "output"), *rows),
                      fillcolor=IO_COLOR, shape="box", style="rounded,filled,bold")
         first_band[b] = min((n for n in nodes if band[n] == b), key=lambda n: rank[n])
 
     for (a, b), tensor in view.edges.items():
         attrs = {"tooltip": _tooltip(fmt_shape(g.nodes[tensor].shape))}
+        if (a, b) in view.edge_labels:
+            attrs.update(label=_tooltip(view.edge_labels[(a, b)]), fontname=FONT, fontsize="9")
         if band[a] != band[b]:
             attrs.update(constraint="false", style="dashed", color="#8a8a8a")
         dot.edge(a, b, **attrs)

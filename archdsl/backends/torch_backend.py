@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import operator
 from collections import OrderedDict
 
 import torch
@@ -18,7 +19,8 @@ from torch import fx, nn
 
 from ..ir import Graph, Scope
 from ..ops.init import INIT_FUNCS
-from ..ops.registry import get_op
+from ..ops.registry import get_op, hook_shapes
+from ..passes.dataflow import module_signatures
 from ..passes.inplace import inplace_nodes
 
 
@@ -47,20 +49,22 @@ class _Builder:
         self.g = graph
         self.inplace = inplace
         self.init = _InitRules(graph)
+        self.sig = module_signatures(graph)
 
     def _in_shapes(self, node):
-        return [self.g.nodes[i].shape for i in node.inputs]
+        return hook_shapes(get_op(node.op), [self.g.nodes[i] for i in node.inputs])
 
     def scope(self, sc: Scope) -> nn.Module:
         """Build ``sc``'s module, then apply the init rules declared in it (as a constructor would)."""
         modules: OrderedDict[str, nn.Module] = OrderedDict()
-        params: OrderedDict[str, nn.Parameter] = OrderedDict()
+        params: OrderedDict[str, object] = OrderedDict()  # parameters and buffers held by this module
         for name, kind, ref in sc.children:
             if kind == "node":
                 node = self.g.nodes[ref]
                 op = get_op(node.op)
                 if op.direct_param:
-                    params[name] = nn.Parameter(op.make_param(node.attrs, self._in_shapes(node)))
+                    value = op.make_param(node.attrs, self._in_shapes(node))
+                    params[name] = value if op.direct_buffer else nn.Parameter(value)
                 else:
                     modules[name] = op.build(node.attrs, self._in_shapes(node), node.id in self.inplace)
             else:
@@ -89,56 +93,106 @@ class _Builder:
                 yield prefix + name, kind, ref
 
     def _io(self, kind, ref):
+        """(the tensors it reads, the tensors it gives) of a child."""
         if kind == "node":
             n = self.g.nodes[ref]
-            return n.inputs, n.id
-        s = self.g.scopes[ref]
-        return (s.input,), s.output
+            return tuple(n.inputs), (n.id,)
+        sig = self.sig[ref]
+        return tuple(sig.inputs), tuple(sig.outputs)
+
+    def _last_id(self, kind, ref) -> int:
+        """Where a child goes in ``forward``: after the last node it makes (ids are in elaboration order)."""
+        if kind == "node":
+            return ref
+        prefix = ref + "."
+        made = [n.id for n in self.g.nodes.values() if n.scope == ref or n.scope.startswith(prefix)]
+        return max(made) if made else self.g.scopes[ref].output
 
     def _is_chain(self, sc: Scope) -> bool:
+        sig = self.sig[sc.path]
+        if sig.inputs != [sc.input] or sig.outputs != [sc.output]:
+            return False
         if sc.functional or any(self._is_container(kind, ref) for _, kind, ref in sc.children):
             return False
         if any(kind == "node" and get_op(self.g.nodes[ref].op).custom_call for _, kind, ref in sc.children):
             return False
         cur = sc.input
         for _, kind, ref in sc.children:
-            ins, out = self._io(kind, ref)
-            if ins != (cur,):
+            ins, outs = self._io(kind, ref)
+            if ins != (cur,) or len(outs) != 1:
                 return False
-            cur = out
+            cur = outs[0]
         return cur == sc.output
 
     def _graph_module(self, sc: Scope, modules, params) -> nn.Module:
-        items = [(self._io(kind, ref)[1], 0, name, kind, ref) for name, kind, ref in self._flat_children(sc)]
+        flat = list(self._flat_children(sc))
+        items = [(self._last_id(kind, ref), 0, name, kind, ref) for name, kind, ref in flat]
         items += [(nid, 1, None, "join", nid) for nid in sc.functional]
         items.sort(key=lambda t: (t[0], t[1]))
         graph = fx.Graph()
-        values = {sc.input: graph.placeholder("x")}
+        sig = self.sig[sc.path]
+        names = _placeholder_names(len(sig.inputs))
+        values = {i: graph.placeholder(n) for i, n in zip(sig.inputs, names)}
         for _, _, name, kind, ref in items:
-            ins, out = self._io("node" if kind == "join" else kind, ref)
-            args = [values[i] for i in ins]
-            if kind == "join":
+            if kind in ("join", "node"):
                 node = self.g.nodes[ref]
-                values[out] = get_op(node.op).emit(graph, node.attrs, args, node.id in self.inplace)
-            elif name in params:
-                node = self.g.nodes[ref]
-                values[out] = get_op(node.op).emit(graph, node.attrs, args + [graph.get_attr(name)])
-            elif kind == "node":
-                node = self.g.nodes[ref]
-                values[out] = get_op(node.op).call(graph, name, args, node.attrs)
+                op = get_op(node.op)
+                args = [values[i] for i in node.inputs]
+                ins = self._in_shapes(node)
+                if kind == "join":
+                    values[ref] = op.emit(graph, node.attrs, args, node.id in self.inplace, ins=ins)
+                elif name in params:
+                    values[ref] = op.emit(graph, node.attrs, args + [graph.get_attr(name)], ins=ins)
+                else:
+                    values[ref] = op.call(graph, name, args, node.attrs)
+                continue
+            ins, outs = self._io(kind, ref)
+            result = graph.call_module(name, tuple(values[i] for i in ins))
+            if len(outs) == 1:
+                values[outs[0]] = result
             else:
-                values[out] = graph.call_module(name, tuple(args))
-        graph.output(values[sc.output])
+                for k, o in enumerate(outs):
+                    values[o] = graph.call_function(operator.getitem, (result, k))
+        if sc.path == "":
+            graph.output(_structure(self.g.outputs, values))
+        else:
+            graph.output(values[sig.outputs[0]] if len(sig.outputs) == 1 else tuple(values[o] for o in sig.outputs))
         holder = nn.Module()
         for name, p in params.items():
-            holder.register_parameter(name, p)
+            if isinstance(p, nn.Parameter):
+                holder.register_parameter(name, p)
+            else:
+                node = next(self.g.nodes[ref] for n, kind, ref in flat if n == name)
+                holder.register_buffer(name, p, persistent=node.attrs.get("persistent", True))
         for name, m in modules.items():
             holder.add_module(name, m)
         gm = fx.GraphModule(holder, graph, class_name=sc.block or "Block")
         # register children in spec order (fx registers them in call order, and would
         # replace containers by plain modules holding only the children it calls)
         gm._modules = OrderedDict(modules)
+        for name, p in params.items():  # buffers as declared (fx copies the ones it reads as persistent)
+            if not isinstance(p, nn.Parameter):
+                node = next(self.g.nodes[ref] for n, kind, ref in flat if n == name)
+                persistent = node.attrs.get("persistent", True)
+                if name not in gm._buffers:
+                    gm.register_buffer(name, p, persistent=persistent)
+                elif not persistent:
+                    gm._non_persistent_buffers_set.add(name)
         return gm
+
+
+def _placeholder_names(n: int) -> list[str]:
+    """Argument names of a generated ``forward``: ``x``, then ``x1``, ``x2``, ..."""
+    return ["x"] + [f"x{k}" for k in range(1, n)]
+
+
+def _structure(outputs, values):
+    """The model's return value: a tensor, a tuple or a dict, from the IR's output structure."""
+    if isinstance(outputs, tuple):
+        return tuple(_structure(o, values) for o in outputs)
+    if isinstance(outputs, dict):
+        return {k: _structure(v, values) for k, v in outputs.items()}
+    return values[outputs]
 
 
 class _InitRules:
@@ -169,11 +223,21 @@ class _InitRules:
         prefix = scope + "." if scope else ""
         with torch.no_grad():
             for rel, sub in module.named_modules():
-                found = self.op_of.get(prefix + rel if rel else scope)
+                path = prefix + rel if rel else scope
+                for name, tensor in sub._parameters.items():  # tensors a module owns directly (`parameter`)
+                    if tensor is None or (f"{path}.{name}" if path else name) not in self.op_of:
+                        continue
+                    own = f"{rel}.{name}" if rel else name
+                    for r in rules:
+                        if r.by_path and r.param is None and fnmatch.fnmatchcase(own, r.target):
+                            INIT_FUNCS[r.fn].apply(tensor, r.args)
+                found = self.op_of.get(path)
                 if found is None:
                     continue
                 op, inner = found
                 for r in rules:
+                    if r.param is None:
+                        continue
                     if r.by_path:  # paths name op modules only, never modules inside them
                         if inner or not fnmatch.fnmatchcase(rel, r.target):
                             continue

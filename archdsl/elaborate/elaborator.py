@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from ..diagnostics import Collector, Diagnostic, Span, SpecError, did_you_mean
 from ..ir import INPUT_ID, Graph, InitRule, Node, Scope
 from ..ops.init import INIT_FUNCS
-from ..ops.registry import Op, ShapeError, all_ops, fmt_shape, get_op
+from ..ops.registry import BATCH, Op, ShapeError, all_ops, fmt_shape, get_op, is_batch
 from ..syntax import ast
 from ..syntax.parser import parse_expression
 from .expr import Builtin, Env, EvalError, Poisoned, bind_targets, evaluate, truth
-from .values import TYPE_NAMES, BlockRef, OpRef, ShapeValue, _POISONED, conforms, describe, render, type_name
+from .values import (TYPE_NAMES, BlockRef, OpRef, ShapeValue, TensorValue, _MISSING, _POISONED, conforms,
+                     contains_tensor, describe, render, type_name)
 
 POISON = -1
+NO_FLOW = -2  # no current tensor: a block whose inputs are not one tensor, before a `from`
 MAX_BLOCK_DEPTH = 50  # nested block calls; deeper is almost surely unbounded recursion
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 # Module names may also contain `-` (torchvision's RegNet names its blocks "block1-0").
@@ -36,6 +38,26 @@ class _TooDeep(Exception):
 class Override:
     """A model-parameter override given as expression text (``--set k=v``)."""
     text: str
+
+
+class _Return(Exception):
+    """`return` ends the body of its block (or model)."""
+
+
+@dataclass
+class _Frame:
+    """One block (or model) body being elaborated: its scope, where `return` puts the result."""
+    scope: Scope
+    result: object = None          # a TensorValue, or a tuple / dict of them
+    returned: bool = False
+    nested: int = 0                # depth inside seq / residual / concat / gate bodies (no `return` there)
+    return_span: Span | None = None
+
+
+@dataclass
+class _Multi:
+    """The result of a block that returns several tensors (a list or a dict of TensorValues)."""
+    value: object
 
 
 @dataclass
@@ -57,6 +79,8 @@ class Elaborator:
         self._children: dict[str, dict[str, tuple[str, object]]] = {}  # scope path -> name -> (kind, ref)
         self._calls: list[tuple[str, Span]] = []  # the block calls being elaborated, outermost first
         self._taps: dict[str, dict[str, tuple[int, Span]]] = {}  # scope path -> tap name -> (node id, span)
+        self._frames: list[_Frame] = []
+        self._named: list[tuple[str, int, Span]] = []  # (name, node id, let span) of named tensors
 
     # ------------------------------------------------------------ diagnostics
     def error(self, d: Diagnostic) -> None:
@@ -86,15 +110,36 @@ class Elaborator:
         root = Scope("", "block", block_name or decl.name, decl.span, INPUT_ID, INPUT_ID)
         self.scopes[""] = root
         start = INPUT_ID if shape is not None else POISON
+        frame = _Frame(root)
+        self._frames.append(frame)
         try:
             out = self.run_body(body, root, env, start)
+        except _Return:
+            out = POISON
         except _TooDeep:
             return None
+        finally:
+            self._frames.pop()
+        outputs = out
+        if frame.returned:
+            outputs = self._result_ids(frame.result)
+            out = next(iter(_leaves(outputs)), POISON) if outputs is not None else POISON
+        elif out == NO_FLOW:
+            self.err(f"model `{decl.name}` computes no output", decl.span, "no `return` and no current tensor")
+            out = POISON
         root.output = out
+        if outputs is not None:
+            for nid in _leaves(outputs):
+                if nid in self.nodes and self.nodes[nid].fold != 1:
+                    self.err(f"the model's result still has {self.nodes[nid].fold} items per sample merged into "
+                             "the batch", frame.return_span or decl.span, "from `merge_batch`",
+                             help=f"`split_batch(x, {self.nodes[nid].fold})` gives each sample its items back")
+                    out = POISON
         self._check_init_rules()
-        if out == POISON or shape is None:
+        self._check_named_tensors(outputs)
+        if out == POISON or shape is None or outputs is None:
             return None
-        return Graph(decl.name, self.nodes, self.scopes, out, self.rules, params)
+        return Graph(decl.name, self.nodes, self.scopes, out, self.rules, params, outputs)
 
     def _alias_params(self, decl, globals_env, overrides):
         target = globals_env.lookup(decl.call.func)
@@ -198,7 +243,8 @@ class Elaborator:
                          notes=(f"`{p.name}` is declared at {p.span.location}",))
                 ok = False
                 continue
-            if p.type in TYPE_NAMES and not conforms(value, p.type):
+            none_default = value is None and isinstance(p.default, ast.Literal) and p.default.value is None
+            if p.type in TYPE_NAMES and not conforms(value, p.type) and not none_default:
                 self.err(f"argument `{p.name}` of {what} must be {p.type}, got {describe(value)}",
                          sp or call_span, f"this is {type_name(value)}")
                 ok = False
@@ -208,11 +254,11 @@ class Elaborator:
             env.values[p.name] = value
         return out if ok else None
 
-    def _eval_args(self, args, env, in_shape):
+    def _eval_args(self, args, env, in_shape, ctx=None):
         positional, keyword, ok = [], {}, True
         for a in args:
             try:
-                v = evaluate(a.value, env, in_shape)
+                v = evaluate(a.value, env, in_shape, ctx)
             except EvalError as e:
                 self.error(e.diagnostic)
                 ok = False
@@ -239,17 +285,34 @@ class Elaborator:
         return cur
 
     def _in(self, cur):
+        if cur == NO_FLOW:
+            return None
         if cur == POISON or self.nodes[cur].shape is None:
             return "poisoned"
-        return ShapeValue(self.nodes[cur].shape, self.nodes[cur].layout)
+        n = self.nodes[cur]
+        return TensorValue(n.shape, n.layout, cur, n.batched)
+
+    def _tensor(self, nid: int) -> TensorValue:
+        """The tensor value of node ``nid`` (raises Poisoned for a failed one)."""
+        v = self._in(nid)
+        if not isinstance(v, TensorValue):
+            raise Poisoned()
+        return v
+
+    def _ev(self, expr, env, cur, scope):
+        """Evaluate ``expr`` in a body: ``in`` is the tensor ``cur``; tensor expressions add nodes to ``scope``."""
+        return evaluate(expr, env, self._in(cur), _Ctx(self, scope, cur))
+
+    def _nested(self, delta: int) -> None:
+        if self._frames:
+            self._frames[-1].nested += delta
 
     def run_stmt(self, st, scope, env, cur, fan):
         if isinstance(st, ast.Let):
-            try:
-                env.values[st.name] = evaluate(st.value, env, self._in(cur if fan is None else fan.start))
-            except (EvalError, Poisoned):
-                env.values[st.name] = _POISONED  # later uses are skipped, not "unknown name" errors
-                raise
+            self._let(st, scope, env, cur if fan is None else fan.start)
+            return cur
+        if isinstance(st, ast.Return):
+            self._return(st, scope, env, cur if fan is None else fan.start)
             return cur
         if isinstance(st, ast.InitRule):
             self._init_rule(st, scope, env)
@@ -259,7 +322,7 @@ class Elaborator:
             return cur
         if isinstance(st, ast.If):
             for cond, body in st.branches:
-                if truth(evaluate(cond, env, self._in(cur)), cond.span):
+                if truth(self._ev(cond, env, cur, scope), cond.span):
                     return self.run_body(body, scope, env.child(), cur, fan)
             if st.otherwise is not None:
                 return self.run_body(st.otherwise, scope, env.child(), cur, fan)
@@ -270,15 +333,111 @@ class Elaborator:
             self._for(st, scope, env, cur, fan)
             return cur
         label, node = (st.label, st.node) if isinstance(st, ast.Labelled) else (None, st)
+        if isinstance(node, ast.Call) and getattr(get_op(node.func), "arity", 1) == 0 and \
+                not isinstance(env.lookup(node.func), BlockRef):
+            raise EvalError(Diagnostic(f"`{node.func}` makes a tensor and reads none, so it does not continue the "
+                                       "data flow", node.span, "as a statement",
+                                       help=f"bind it: `let t = {label.text if label else 'name'}: "
+                                            f"{node.func}(...)`, then use `t`"))
         start = fan.start if fan is not None else cur
-        out = self.run_node(node, label, scope, env, start)
+        out = self._flow(self.run_node(node, label, scope, env, start), node)
         if fan is not None:
             fan.outputs.append(out)
             return cur
         return out
 
+    def _flow(self, out, node) -> int:
+        """A statement's result as the current tensor: one tensor, not several."""
+        if isinstance(out, _Multi):
+            n = len(out.value)
+            what = f"a dict of {n} tensors" if isinstance(out.value, dict) else f"{n} tensors"
+            raise EvalError(Diagnostic(f"this returns {what}, which cannot flow on as one tensor", node.span,
+                                       "several results", help="bind them with `let`: `let a, b = ...` "
+                                       "(or `let r = ...` and use `r[0]`, `r[\"name\"]`)"))
+        return out
+
+    def _let(self, st: ast.Let, scope, env, cur) -> None:
+        names = st.names
+        try:
+            if st.node is not None:
+                out = self.run_node(st.node, st.label, scope, env, cur)
+                if isinstance(out, _Multi):
+                    value = out.value
+                elif out in (POISON,):
+                    raise Poisoned()
+                else:
+                    value = self._tensor(out)
+            else:
+                value = self._ev(st.value, env, cur, scope)
+            if len(names) > 1:
+                if isinstance(value, dict):
+                    value = tuple(value.values())
+                elif isinstance(value, TensorValue):
+                    value = self._unbind(value, len(names), st, scope)
+                bound = bind_targets(names, value, st.span)
+            else:
+                bound = {names[0]: value}
+        except (EvalError, Poisoned):
+            for n in names:
+                self._bind(env, n, _POISONED, st)  # later uses are skipped, not "unknown name" errors
+            raise
+        for n, v in bound.items():
+            self._bind(env, n, v, st)
+            if isinstance(v, TensorValue):
+                self._named.append((n, v.node, st.span))
+
+    def _unbind(self, t: TensorValue, n: int, st: ast.Let, scope: Scope) -> tuple:
+        """`let q, k, v = qkv`: a tensor unpacks along its first dim (after the batch), as in Python."""
+        if not t.shape or t.shape[0] != n:
+            raise EvalError(Diagnostic(f"cannot unpack {describe(t)} into {n} names ({', '.join(st.names)})",
+                                       st.span, f"its first dim is {t.shape[0] if t.shape else 'missing'}",
+                                       help="a tensor unpacks along its first dim (after the batch)"))
+        dim = 1 if t.batched else 0
+        op = get_op("select")
+        return tuple(self._tensor(self.add_node(op, {"dim": dim, "index": i}, (t.node,), scope, None, st.span,
+                                                functional=True)) for i in range(n))
+
+    def _bind(self, env: Env, name: str, value, st: ast.Let) -> None:
+        if not st.assign:
+            env.values[name] = value
+        elif not env.assign(name, value):
+            raise EvalError(Diagnostic(f"`{name}` is not defined, so it cannot be assigned", st.span,
+                                       "no `let` binds this name", help=f"declare it first: `let {name} = ...`"))
+
+    def _return(self, st: ast.Return, scope, env, cur) -> None:
+        frame = self._frames[-1]
+        if frame.nested or scope is not frame.scope:
+            raise EvalError(Diagnostic("`return` must be directly in a block or model body", st.span,
+                                       "inside a nested body",
+                                       help="`seq`, `residual`, `concat` and `gate` bodies cannot return; "
+                                            "bind the tensor with `let` and return it from the block"))
+        value = self._ev(st.value, env, cur, scope)
+        self._check_result(value, st.value.span)
+        frame.result, frame.returned, frame.return_span = value, True, st.span
+        raise _Return()
+
+    def _check_result(self, value, span) -> None:
+        if isinstance(value, TensorValue):
+            return
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else None
+        if items is None or not items or not all(isinstance(v, TensorValue) for v in items):
+            raise EvalError(Diagnostic(f"`return` gives a tensor, a list or a dict of tensors, got {describe(value)}",
+                                       span, "not tensors"))
+        if isinstance(value, dict) and not all(isinstance(k, str) for k in value):
+            raise EvalError(Diagnostic("the keys of a returned dict must be strings", span, "not a string key"))
+
+    def _result_ids(self, value):
+        """A returned value as node ids (the IR's output structure)."""
+        if value is None:
+            return None
+        if isinstance(value, TensorValue):
+            return value.node
+        if isinstance(value, dict):
+            return {k: v.node for k, v in value.items()}
+        return tuple(v.node for v in value)
+
     def _for(self, st: ast.For, scope, env, cur, fan):
-        items = evaluate(st.iterable, env, self._in(cur))
+        items = self._ev(st.iterable, env, cur if fan is None else fan.start, scope)
         if isinstance(items, ShapeValue):
             items = items.shape
         if not isinstance(items, tuple):
@@ -289,10 +448,31 @@ class Elaborator:
             cur = self.run_body(st.body, scope, body_env, cur, fan)
         return cur
 
-    def run_node(self, node, label: ast.Label | None, scope: Scope, env: Env, start: int) -> int:
+    def run_node(self, node, label: ast.Label | None, scope: Scope, env: Env, start: int):
+        makes_tensor = isinstance(node, ast.Call) and getattr(get_op(node.func), "arity", 1) == 0
+        if start == NO_FLOW and not isinstance(node, (ast.From, ast.Inline)) and not makes_tensor and \
+                not (isinstance(node, (ast.Call, ast.Seq)) and node.inputs is not None):
+            raise EvalError(Diagnostic("no tensor flows into this statement", node.span,
+                                       "nothing to read here",
+                                       help="this block's inputs are not one tensor: start with `from x`, "
+                                            "or give the tensors: `op(...)(x)`"))
         if isinstance(node, ast.Call):
             return self._call(node, label, scope, env, start)
+        if isinstance(node, ast.Inline):
+            if label is not None:
+                raise EvalError(Diagnostic("`inline` makes no module and cannot be named", label.span,
+                                           "remove this label"))
+            return self._inline(node, scope, env, start)
+        self._nested(1)
+        try:
+            return self._structure(node, label, scope, env, start)
+        finally:
+            self._nested(-1)
+
+    def _structure(self, node, label, scope, env, start):
         if isinstance(node, ast.Seq):
+            if node.inputs is not None:
+                start = self._seq_input(node, env, start, scope)
             child = self._child_scope(label, scope, env, start, "seq", None, node.span)
             out = self.run_body(node.body, child, env.child(), start)
             child.output = out
@@ -329,8 +509,10 @@ class Elaborator:
         (``"downs.{i}"``) puts the child in a *container* (``downs``), created on first use:
         a module that only holds children, whose data flow stays in ``scope``.
         """
-        if label is None:
-            text = str(len(scope.children))
+        if label is None:  # tensors a module owns directly (`parameter`) take no number, as in torch
+            text = str(sum(1 for _, kind, ref in scope.children
+                           if kind == "scope" or not get_op(self.nodes[ref].op) or
+                           not get_op(self.nodes[ref].op).direct_param))
             if text in self._children.get(scope.path, ()):
                 raise EvalError(Diagnostic(
                     f"this unnamed module would be numbered `{text}`, a name already given by a label",
@@ -432,22 +614,73 @@ class Elaborator:
             self.err(f"`{call.func}` is {describe(value)}, not {'a block' if want_block else 'an op or block'}",
                      call.func_span, "cannot be called here")
 
-    def _call(self, call: ast.Call, label, scope: Scope, env: Env, start: int) -> int:
+    def _call(self, call: ast.Call, label, scope: Scope, env: Env, start: int, evaluated=None):
+        """An op or block call: a module reading ``start`` (or the tensors in ``call.inputs``).
+
+        Returns the output node id, or a :class:`_Multi` for a block returning several tensors.
+        ``evaluated``: the call's (positional, keyword) arguments, when already evaluated.
+        """
         target = env.lookup(call.func)
         if not isinstance(target, (OpRef, BlockRef)) and get_op(call.func) is not None:
             target = OpRef(call.func)  # a data parameter named like an op does not hide the op
         if not isinstance(target, (OpRef, BlockRef)):
             self._unknown_callable(call, env, target)
             return POISON
+        inputs = None
+        if call.inputs is not None:
+            inputs = self._call_inputs(call, target, env, start, scope)
+            if inputs is None:
+                return POISON
+            if isinstance(target, OpRef) or target.decl.inputs is None:
+                start = inputs[0].node
         parent, name = self._place(label, scope, env, start, call.span)
         in_shape = self._in(start)
-        positional, keyword = self._eval_args(call.args, env, in_shape)
+        if evaluated is not None:
+            positional, keyword = evaluated
+        else:
+            positional, keyword = self._eval_args(call.args, env, in_shape, _Ctx(self, scope, start))
         if positional is None:
             self._reserve(parent, name, call.span)
             return POISON
         if isinstance(target, BlockRef):
-            return self._block(target, call, name, positional, keyword, parent, start, in_shape)
+            return self._block(target, call, name, positional, keyword, parent, start, in_shape, inputs)
         return self._op(get_op(target.name), call, name, positional, keyword, parent, start)
+
+    def _seq_input(self, node: ast.Seq, env, start, scope) -> int:
+        """`seq { ... }(x)`: the one tensor the sequence reads."""
+        if len(node.inputs) != 1 or node.inputs[0].name is not None:
+            raise EvalError(Diagnostic("`seq { ... }(x)` reads one tensor", node.span, "give one tensor"))
+        v = self._ev(node.inputs[0].value, env, start, scope)
+        if not isinstance(v, TensorValue):
+            raise EvalError(Diagnostic(f"`seq` reads a tensor, got {describe(v)}", node.inputs[0].span,
+                                       f"this is {type_name(v)}"))
+        return v.node
+
+    def _call_inputs(self, call: ast.Call, target, env, start, scope) -> list | None:
+        """Evaluate ``call(...)(inputs)``: tensors (or, for a block's declared inputs, lists of them)."""
+        values = []
+        for a in call.inputs:
+            if a.name is not None:
+                raise EvalError(Diagnostic("the tensors a call is applied to are given by position", a.span,
+                                           "no names here"))
+            values.append((self._ev(a.value, env, start, scope), a.value.span))
+        declared = target.decl.inputs if isinstance(target, BlockRef) else None
+        want = len(declared) if declared is not None else 1
+        what = f"block `{target.decl.name}`" if isinstance(target, BlockRef) else f"`{target.name}`"
+        if isinstance(target, OpRef) and get_op(target.name).arity != 1:
+            raise EvalError(Diagnostic(f"{what} joins several tensors: call it as a function, "
+                                       f"`{target.name}(a, b, ...)`", call.span, "not a module"))
+        if len(values) != want:
+            names = ", ".join(p.name for p in declared) if declared is not None else "one tensor"
+            raise EvalError(Diagnostic(f"{what} is applied to {want} tensor{'s' if want != 1 else ''} ({names}), "
+                                       f"got {len(values)}", call.span, f"{len(values)} given"))
+        for (v, sp), k in zip(values, range(want)):
+            ok = isinstance(v, TensorValue) or (declared is not None and _all_tensors(v))
+            if not ok:
+                expected = "a tensor" if declared is None else "a tensor, or a list of tensors"
+                raise EvalError(Diagnostic(f"input {k + 1} of {what} must be {expected}, got {describe(v)}", sp,
+                                           f"this is {type_name(v)}"))
+        return [v for v, _ in values]
 
     def _reserve(self, scope, name, span):
         """Keep a failed statement's name taken, so numbering and duplicate checks stay right."""
@@ -455,11 +688,30 @@ class Elaborator:
         self.nodes[nid] = Node(nid, "error", {}, (), None, scope.path, name, span)
         self._add_child(scope, name, "node", nid)
 
-    def _block(self, ref: BlockRef, call, name, positional, keyword, scope, start, in_shape) -> int:
+    def _block(self, ref: BlockRef, call, name, positional, keyword, scope, start, in_shape, inputs=None,
+               inline=False):
+        """Elaborate a block call: a child scope ``name`` (or, ``inline``, ``scope`` itself)."""
         d = ref.decl
         params = self._bind_params(d.params, positional, keyword, ref.globals, call.span, f"block `{d.name}`",
                                    in_shape=in_shape)
-        child = self._new_scope(scope, name, "block", d.name, call.span, start)
+        bound_inputs = {}
+        if d.inputs is not None:
+            if inputs is None:  # called as a statement: the current tensor is its one input
+                if len(d.inputs) != 1:
+                    self.err(f"block `{d.name}` takes {len(d.inputs)} tensors "
+                             f"({', '.join(p.name for p in d.inputs)}): give them as `{d.name}(...)(a, b)`",
+                             call.span, "inputs not given")
+                    params = None
+                else:
+                    inputs = [self._in(start)]
+            if inputs is not None and params is not None:
+                bound_inputs = {p.name: v for p, v in zip(d.inputs, inputs)}
+                first = inputs[0]
+                start = first.node if isinstance(first, TensorValue) else NO_FLOW
+                if any(v == "poisoned" for v in inputs):
+                    params = None
+        child = scope if inline else self._new_scope(scope, name, "block", d.name, call.span,
+                                                     start if start != NO_FLOW else INPUT_ID)
         if params is None:
             return POISON
         if len(self._calls) >= MAX_BLOCK_DEPTH:
@@ -471,18 +723,88 @@ class Elaborator:
                             f"the outermost of them is at {self._calls[0][1].location}"))
             raise _TooDeep()
         self._calls.append((d.name, call.span))
+        frame = _Frame(child)
+        self._frames.append(frame)
         try:
-            out = self.run_body(d.body, child, Env(dict(params), ref.globals), start)
+            out = self.run_body(d.body, child, Env({**params, **bound_inputs}, ref.globals), start)
+        except _Return:
+            out = POISON
         finally:
             self._calls.pop()
-        child.output = out
+            self._frames.pop()
+        if frame.returned:
+            value = frame.result
+            if isinstance(value, TensorValue):
+                out = value.node
+            else:
+                if not inline:
+                    child.output = next(v.node for v in (value.values() if isinstance(value, dict) else value))
+                return _Multi(value)
+        elif out == NO_FLOW:
+            self.err(f"block `{d.name}` computes no output", d.span, "no `return` and no current tensor",
+                     help="end the block with `return x`")
+            out = POISON
+        if not inline:
+            child.output = out
         return out
 
-    def _op(self, op: Op, call, name, positional, keyword, scope, start) -> int:
-        if op.functional:
-            self.err(f"`{op.name}` joins several tensors and cannot be used as a layer", call.func_span,
-                     help="use `residual { ... }` for sums and `concat { ... }` for concatenation")
+    def _inline(self, node: ast.Inline, scope: Scope, env: Env, start: int):
+        """`inline Block(args)`: the block's children and init rules go to ``scope`` itself."""
+        call = node.call
+        target = env.lookup(call.func)
+        if not isinstance(target, BlockRef):
+            self._unknown_callable(call, env, target, want_block=True)
             return POISON
+        inputs = None
+        if call.inputs is not None:
+            inputs = self._call_inputs(call, target, env, start, scope)
+            if inputs is None:
+                return POISON
+            if target.decl.inputs is None:
+                start = inputs[0].node
+        in_shape = self._in(start)
+        positional, keyword = self._eval_args(call.args, env, in_shape, _Ctx(self, scope, start))
+        if positional is None:
+            return POISON
+        return self._block(target, call, None, positional, keyword, scope, start, in_shape, inputs, inline=True)
+
+    def _op(self, op: Op, call, name, positional, keyword, scope, start) -> int:
+        if op.arity == 0:  # makes a tensor (`parameter`, `buffer`): reads nothing
+            resolved = self._resolve(op, call, positional, keyword)
+            if resolved is None:
+                self._reserve(scope, name, call.span)
+                return POISON
+            return self.add_node(op, resolved[0], (), scope, name, call.span, resolved[1])
+        if op.functional and op.arity == 1:  # a function of one tensor as a statement: no module, no name
+            if call is not None and name is not None and not name.isdigit():
+                self.err(f"`{op.name}` is a function and makes no module, so it cannot be named", call.span,
+                         "remove the label")
+                return POISON
+            resolved = self._resolve(op, call, positional, keyword)
+            if resolved is None:
+                return POISON
+            return self.add_node(op, resolved[0], (start,), scope, None, call.span, resolved[1], functional=True)
+        if op.functional or op.arity != 1:
+            self.err(f"`{op.name}` joins several tensors and cannot be used as a layer", call.func_span,
+                     help="use `residual { ... }` for sums and `concat { ... }` for concatenation, or call it "
+                          f"as a function in an expression: `let y = {op.name}(a, b)`")
+            return POISON
+        attrs = self._resolve(op, call, positional, keyword)
+        if attrs is None:
+            self._reserve(scope, name, call.span)
+            return POISON
+        attrs, arg_spans = attrs
+        return self.add_node(op, attrs, (start,), scope, name, call.span, arg_spans)
+
+    def _resolve(self, op: Op, call, positional, keyword):
+        """Bind (value, span) arguments to ``op``'s schema: (attrs, arg spans), or None after reporting."""
+        for v, sp in list(positional) + list(keyword.values()):
+            if contains_tensor(v):
+                self.err(f"an argument of `{op.name}` is {describe(v)}: op arguments are numbers, lists and "
+                         "strings", sp, "a tensor here",
+                         help=f"the tensors `{op.name}` reads are given as `{op.name}(...)(x)` "
+                              f"or, in an expression, as its leading arguments")
+                return None
         attrs, problems = op.resolve_args([v for v, _ in positional], {k: v for k, (v, _) in keyword.items()})
         arg_spans = {a.name: s for a, (_, s) in zip(op.args, positional)}
         arg_values = {a.name: v for a, (v, _) in zip(op.args, positional)}
@@ -502,58 +824,250 @@ class Elaborator:
             else:
                 self.err(problem, arg_spans[arg], f"this is {type_name(arg_values[arg])}")
         if problems:
-            self._reserve(scope, name, call.span)
-            return POISON
-        return self.add_node(op, attrs, (start,), scope, name, call.span, arg_spans)
+            return None
+        return attrs, arg_spans
 
-    def add_node(self, op: Op, attrs, inputs, scope: Scope, name, span, arg_spans=None, error_hint=None) -> int:
+    def add_node(self, op: Op, attrs, inputs, scope: Scope, name, span, arg_spans=None, error_hint=None,
+                 functional=None) -> int:
+        """Add a node applying ``op`` to the nodes ``inputs``: checks its shapes (reporting errors)
+        and computes its costs. ``functional``: the node is a function call in ``forward`` (no module);
+        by default, when the op is a join."""
+        functional = op.functional if functional is None else functional
         nid = self._new_id()
-        shapes = [self.nodes[i].shape if i != POISON else None for i in inputs]
-        shape = layout = None
+        nodes = [self.nodes[i] if i != POISON else None for i in inputs]
+        shapes = [n.shape if n is not None else None for n in nodes]
+        shape = layout = dtype = None
+        batched, fold, repeat = True, 1, 1
         if all(s is not None for s in shapes):
             try:
-                layouts = [self.nodes[i].layout for i in inputs]
-                op.check_layout(attrs, shapes, layouts)
-                shape = op.infer(attrs, shapes)
-                layout = op.layout(attrs, shapes, layouts, shape)
+                layouts = [n.layout for n in nodes]
+                dtype = op.check_inputs(attrs, nodes)
+                folds = {n.fold for n in nodes if n.batched}
+                if len(folds) > 1:
+                    raise ShapeError(f"`{op.name}` combines tensors whose batch holds different numbers of items "
+                                     f"({' and '.join(str(f) for f in sorted(folds))} per sample: see `merge_batch`)",
+                                     "batches differ", help="`split_batch(x, n)` gives each sample its items back")
+                fold = folds.pop() if folds else 1
+                if op.full_shapes:
+                    full = [((BATCH,) + n.shape) if n.batched else n.shape for n in nodes]
+                    out = op.infer(attrs, full)
+                    if any(is_batch(d) for d in out[1:]):
+                        raise ShapeError(f"`{op.name}` would move the batch dimension", "the batch must stay first")
+                    batched = bool(out) and is_batch(out[0])
+                    shape = tuple(out[1:]) if batched else tuple(out)
+                    op.check_layout(attrs, full, layouts)
+                    layout = op.layout(attrs, full, layouts, out)
+                    hook_ins, hook_out = full, out
+                    fold = op.batch_fold(attrs, full, fold) if batched else 1
+                else:
+                    per, lead = shapes, None
+                    if any(not n.batched for n in nodes):
+                        per, lead = self._unbatched_layer_input(op, nodes)
+                        layouts = [None] * len(nodes)
+                    op.check_layout(attrs, per, layouts)
+                    out = op.infer(attrs, per)
+                    layout = op.layout(attrs, per, layouts, out) if lead is None else None
+                    shape = tuple(out) if lead is None else (lead,) + tuple(out)
+                    batched, repeat = lead is None, lead or 1
+                    hook_ins, hook_out = per, out
             except ShapeError as e:
+                shape = None
                 where = (arg_spans or {}).get(e.arg) or span
                 if error_hint is not None:
                     error_hint(e, shapes)
                 else:
                     self.err(e.message, where, e.label, e.help, (e.note,) if e.note else ())
-        node = Node(nid, op.name, attrs, tuple(inputs), shape, scope.path, name if not op.functional else None, span,
-                    layout=layout)
+        node = Node(nid, op.name, attrs, tuple(inputs), shape, scope.path, name if not functional else None, span,
+                    layout=layout, batched=batched, dtype=dtype, fold=fold if batched else 1)
         if shape is not None:
-            node.params = op.params(attrs, shapes)
-            node.buffers = op.buffers(attrs, shapes)
-            node.macs = op.macs(attrs, shapes, shape)
+            node.params = op.params(attrs, hook_ins)
+            node.buffers = op.buffers(attrs, hook_ins)
+            node.macs = op.macs(attrs, hook_ins, hook_out) * repeat * node.fold
         self.nodes[nid] = node
-        if op.functional:
+        if functional:
             scope.functional.append(nid)
         else:
             self._add_child(scope, name, "node", nid)
         return nid if shape is not None else POISON
+
+    @staticmethod
+    def _unbatched_layer_input(op: Op, nodes) -> tuple[list, int]:
+        """A layer applied to parameters or buffers (no batch dim) treats their first dim as the batch,
+        as a torch module does: (the per-item shapes, that first dim)."""
+        if not all(not n.batched for n in nodes):
+            raise ShapeError(f"`{op.name}` mixes tensors with and without the batch dim", "no batch dim",
+                             help="tensor algebra (`+`, `*`, `@`) broadcasts a parameter over the batch")
+        firsts = {n.shape[0] if n.shape else None for n in nodes}
+        if None in firsts or len(firsts) > 1:
+            raise ShapeError(f"`{op.name}` needs a batched tensor; on a parameter or buffer its first dim is the "
+                             "batch, and this one has none", "no batch dim")
+        return [tuple(n.shape[1:]) for n in nodes], firsts.pop()
 
     def _new_id(self) -> int:
         nid = self._next
         self._next += 1
         return nid
 
+    # ------------------------------------------------------------ tensor expressions
+    def apply_in_expression(self, e: ast.Call, f, env: Env, in_value, scope: Scope):
+        """An op or block call inside an expression: an op called as a function (``softmax(x, 1)``,
+        no module), or a module applied to the current tensor or to ``e.inputs`` (an unnamed child)."""
+        start = in_value.node if isinstance(in_value, TensorValue) else \
+            POISON if in_value == "poisoned" else NO_FLOW
+        if isinstance(f, Builtin):  # output(path)
+            return self.output_of(e, env, start, scope)
+        ctx = _Ctx(self, scope, start)
+        positional, keyword = self._eval_args(e.args, env, in_value, ctx)
+        if positional is None:
+            raise Poisoned()
+        if isinstance(f, OpRef) and e.inputs is None and positional and _all_tensors(positional[0][0]):
+            return self.call_function(get_op(f.name), e, positional, keyword, scope)
+        if start == NO_FLOW and e.inputs is None:
+            raise EvalError(Diagnostic(f"no tensor flows into `{e.func}` here", e.span, "nothing to read",
+                                       help=f"give its input: `{e.func}(...)(x)`"))
+        out = self._call(e, None, scope, env, start, evaluated=(positional, keyword))
+        if isinstance(out, _Multi):
+            return out.value
+        return self._tensor(out)
+
+    def call_function(self, op: Op, e: ast.Call, positional, keyword, scope: Scope) -> TensorValue:
+        """``op(x, ..., args)``: the op as a function call in ``forward`` over its leading tensors."""
+        if not op.callable_as_function:
+            why = "it has parameters, so it is a module" if (op.param_names or op.direct_param) else \
+                "it has no function form"
+            raise EvalError(Diagnostic(f"`{op.name}` cannot be called as a function: {why}", e.func_span,
+                                       "not a function", help=f"apply it as a layer: `{op.name}(...)(x)`"))
+        first = positional[0][0]
+        if isinstance(first, tuple):  # a list of tensors: `cat([a, b], 1)`
+            tensors, rest = list(first), positional[1:]
+        else:
+            k = 0
+            while k < len(positional) and isinstance(positional[k][0], TensorValue):
+                k += 1
+            tensors, rest = [v for v, _ in positional[:k]], positional[k:]
+        arity = op.arity
+        if arity is not None and len(tensors) != arity:
+            raise EvalError(Diagnostic(f"`{op.name}` takes {arity} tensor{'s' if arity != 1 else ''}, "
+                                       f"got {len(tensors)}", e.span, f"{len(tensors)} tensors"))
+        if arity is None and len(tensors) < op.min_inputs:
+            raise EvalError(Diagnostic(f"`{op.name}` needs at least {op.min_inputs} tensors, got {len(tensors)}",
+                                       e.span, f"{len(tensors)} given"))
+        resolved = self._resolve(op, e, rest, keyword)
+        if resolved is None:
+            raise Poisoned()
+        attrs, arg_spans = resolved
+        out = self.add_node(op, attrs, tuple(t.node for t in tensors), scope, None, e.span, arg_spans,
+                            functional=True)
+        return self._tensor(out)
+
+    def arithmetic(self, op: str, a, b, e, scope: Scope) -> TensorValue:
+        """``a + b``, ``a * 0.5``, ``1 - x``, ``q @ k``...: element-wise ops (with broadcasting) and matmul."""
+        name = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}.get(op)
+        if name is None:
+            raise EvalError(Diagnostic(f"`{op}` is not defined for tensors", e.span, "not a tensor operator",
+                                       help="tensors take `+ - * / @` and unary `-`"))
+        for v, sp in ((a, e.left.span), (b, e.right.span)):
+            if not isinstance(v, TensorValue) and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                                   or name == "matmul"):
+                raise EvalError(Diagnostic(f"cannot apply `{op}` to a tensor and {describe(v)}", sp,
+                                           f"this is {type_name(v)}",
+                                           help="the other operand must be a tensor" +
+                                           ("" if name == "matmul" else " or a number")))
+        tensors = [v for v in (a, b) if isinstance(v, TensorValue)]
+        attrs = {}
+        if len(tensors) == 1:
+            scalar = b if isinstance(a, TensorValue) else a
+            attrs = {"scalar": float(scalar) if name in ("div",) else scalar,
+                     "reverse": not isinstance(a, TensorValue)}
+        out = self.add_node(get_op(name), attrs, tuple(t.node for t in tensors), scope, None, e.span,
+                            functional=True)
+        return self._tensor(out)
+
+    def negate(self, v: TensorValue, e, scope: Scope) -> TensorValue:
+        return self._tensor(self.add_node(get_op("neg"), {}, (v.node,), scope, None, e.span, functional=True))
+
+    def tensor_builtin(self, name: str, args, kwargs, e, scope: Scope):
+        """A built-in given tensors: ``sum(tensors)`` is their element-wise sum; otherwise the op of the same
+        name as a function (``sum(x, dims)``, ``exp(t)``, ``log(t)``)."""
+        first = args[0]
+        if name == "sum" and isinstance(first, tuple):
+            if len(args) > 1 or kwargs or not first or not all(isinstance(t, TensorValue) for t in first):
+                raise EvalError(Diagnostic("`sum` of a list takes one list of tensors (or of numbers)", e.span))
+            if len(first) == 1:
+                return first[0]
+            return self._tensor(self.add_node(get_op("add"), {}, tuple(t.node for t in first), scope, None,
+                                              e.span, functional=True))
+        positional = [(v, a.value.span) for v, a in zip(args, [a for a in e.args if a.name is None])]
+        keyword = {a.name: (kwargs[a.name], a.span) for a in e.args if a.name is not None}
+        return self.call_function(get_op(name), e, positional, keyword, scope)
+
+    def output_of(self, e: ast.Call, env: Env, start, scope: Scope) -> TensorValue:
+        """``output("layer2.0")``: the output of an already-built module under the current block."""
+        if len(e.args) != 1 or e.args[0].name is not None:
+            raise EvalError(Diagnostic("`output` takes one module path, e.g. output(\"layer1\")", e.span))
+        path = self._ev(e.args[0].value, env, start, scope)
+        if not isinstance(path, str):
+            raise EvalError(Diagnostic(f"`output` takes a module path string, got {describe(path)}",
+                                       e.args[0].span))
+        base = self._frames[-1].scope.path if self._frames else ""
+        full = f"{base}.{path}" if base and path else path or base
+        if full in self.scopes:
+            sc = self.scopes[full]
+            if sc.kind == "container":
+                raise EvalError(Diagnostic(f"`{path}` only holds modules; it computes no output", e.args[0].span,
+                                           "a container"))
+            if any(f.scope is sc for f in self._frames) or sc is scope:
+                raise EvalError(Diagnostic(f"module `{path}` is still being built here", e.args[0].span,
+                                           "not finished", help="`output` reads a module after its statement"))
+            return self._tensor(sc.output)
+        parent, _, leaf = full.rpartition(".")
+        found = self._children.get(parent, {}).get(leaf)
+        if found is not None and found[0] == "node":
+            return self._tensor(found[1])
+        prefix = f"{base}." if base else ""
+        known = [p[len(prefix):] for p in list(self.scopes) if p.startswith(prefix) and p != base] + \
+            [n.path[len(prefix):] for n in self.nodes.values() if n.name is not None and n.path and
+             n.path.startswith(prefix)]
+        raise EvalError(Diagnostic(f"no module `{path}` here", e.args[0].span, "not a module built so far",
+                                   help=did_you_mean(path, known) or
+                                   "paths are relative to the block, as state_dict keys are: \"layer1\", "
+                                   "\"features.3\"", ))
+
+    def _check_named_tensors(self, outputs) -> None:
+        """A tensor named with `let` that nothing reads is an error (dead code, or a missing `from`).
+        Checked only when nothing else failed (a failed statement leaves its inputs unread)."""
+        if not self._named or self.diag.diagnostics:
+            return
+        used = {i for n in self.nodes.values() for i in n.inputs}
+        used |= set(_leaves(outputs)) if outputs is not None else set()
+        seen = set()
+        for name, nid, span in self._named:
+            if nid in used or nid in (POISON, NO_FLOW) or (name, span) in seen:
+                continue
+            seen.add((name, span))
+            if nid in self.nodes and self.nodes[nid].shape is not None:
+                self.err(f"tensor `{name}` is never used", span, "computed here, read nowhere",
+                         help="use it, return it, or remove the statement")
+
     # ------------------------------------------------------------ data flow
     def _residual(self, node: ast.Residual, scope: Scope, env: Env, start: int) -> int:
+        if node.cond is not None:  # `residual if c { body }`: without the sum (and shortcut) when c is false
+            use = truth(self._ev(node.cond, env, start, scope), node.cond.span)
+            if not use:
+                return self.run_body(node.body, scope, env.child(), start)
         body_out = self.run_body(node.body, scope, env.child(), start)
         if start == POISON:  # an earlier error: the body was still checked for errors of its own
             return POISON
-        if body_out == start:
-            self.err("`residual` body is empty", node.span, "nothing to add to the shortcut")
+        if body_out == start and node.shortcut is None:
+            self.err("`residual` body is empty", node.span, "nothing to add to the shortcut",
+                     help="`residual { pass } shortcut { ... }` is x + shortcut(x)")
             return POISON
         short_out = start
         if node.shortcut is not None:
             use = True
             if node.shortcut_cond is not None:
                 try:
-                    use = truth(evaluate(node.shortcut_cond, env, self._in(start)), node.shortcut_cond.span)
+                    use = truth(self._ev(node.shortcut_cond, env, start, scope), node.shortcut_cond.span)
                 except EvalError as e:
                     self.error(e.diagnostic)
                     return POISON
@@ -591,7 +1105,7 @@ class Elaborator:
 
     def _concat(self, node: ast.Concat, scope: Scope, env: Env, start: int) -> int:
         op = get_op("concat")
-        positional, keyword = self._eval_args(node.args, env, self._in(start))
+        positional, keyword = self._eval_args(node.args, env, self._in(start), _Ctx(self, scope, start))
         if positional is None:
             return POISON
         attrs, problems = op.resolve_args([v for v, _ in positional], {k: v for k, (v, _) in keyword.items()})
@@ -642,20 +1156,36 @@ class Elaborator:
         self._taps.setdefault(scope.path, {})[name] = (cur, st.span)
 
     def _from(self, node: ast.From, scope: Scope, env: Env, start: int) -> int:
-        name = self._tap_name(node.label, env, start)
-        found = self._taps.get(scope.path, {}).get(name)
-        if found is not None:
-            return found[0]
+        """`from x`: a tap of this module (``node.label``), else any tensor expression (``node.expr``)."""
+        if node.label is not None:
+            name = self._tap_name(node.label, env, start)
+            found = self._taps.get(scope.path, {}).get(name)
+            if found is not None:
+                return found[0]
+        if node.expr is not None and not (isinstance(node.expr, ast.Name) and env.lookup(node.expr.id) is _MISSING):
+            v = self._ev(node.expr, env, start if start != NO_FLOW else NO_FLOW, scope)
+            if not isinstance(v, TensorValue):
+                raise EvalError(Diagnostic(f"`from` continues from a tensor, got {describe(v)}", node.expr.span,
+                                           f"this is {type_name(v)}"))
+            return v.node
+        name = node.label.text
         elsewhere = [(path, taps[name][1]) for path, taps in self._taps.items() if name in taps]
         notes = tuple(f"`{name}` is tapped inside `{path or '(model)'}` at {sp.location}, "
                       "which is another module" for path, sp in elsewhere[:1])
-        raise EvalError(Diagnostic(f"no tap named `{name}` here", node.label.span, "not tapped before this point",
-                                   help=did_you_mean(name, self._taps.get(scope.path, {})) or
-                                   f"save a tensor first with `tap {name}`, in the same block or seq",
+        tensors = [n for n in env.names() if isinstance(env.lookup(n), TensorValue)]
+        raise EvalError(Diagnostic(f"no tap or tensor named `{name}` here", node.label.span,
+                                   "not tapped or bound before this point",
+                                   help=did_you_mean(name, list(self._taps.get(scope.path, {})) + tensors) or
+                                   f"save a tensor first with `let {name} = in` (or `tap {name}`)",
                                    notes=notes))
 
     # ------------------------------------------------------------ init rules
     def _init_rule(self, st: ast.InitRule, scope: Scope, env: Env) -> None:
+        if st.param is None and not st.by_path:
+            self.err(f"`init {st.target} = ...` names no parameter", st.span, "which tensor?",
+                     help=f"by op, name the parameter: `init {st.target}.weight = ...`; a tensor made by "
+                          "`parameter` is named by its quoted path: `init \"table\" = ...`")
+            return
         if not st.by_path:
             op = get_op(st.target)
             if op is None:
@@ -688,6 +1218,8 @@ class Elaborator:
         A rule inside a block is checked over all instances of the block together (one
         span, several scopes): it may name a module only some instances have.
         """
+        if self.diag.diagnostics:  # a failed statement may be why a rule finds nothing: no follow-on errors
+            return
         by_span: dict[Span, list[InitRule]] = {}
         for r in self.rules:
             if r.by_path:
@@ -701,8 +1233,22 @@ class Elaborator:
             prefix = r.scope + "." if r.scope else ""
             return [(p[len(prefix):], op) for p, op in paths if p.startswith(prefix)]
 
+        tensors = [(n.path, n.op) for n in self.nodes.values()
+                   if n.id != INPUT_ID and n.name is not None and get_op(n.op) is not None
+                   and get_op(n.op).direct_param and not get_op(n.op).direct_buffer]
         for span, instances in by_span.items():
             r = instances[0]
+            if r.param is None:  # a tensor made by `parameter` (or another op owning a tensor directly)
+                if not any(fnmatch.fnmatchcase(p[len(i.scope) + 1 if i.scope else 0:], r.target)
+                           for i in instances for p, _ in tensors if not i.scope or p.startswith(i.scope + ".")):
+                    own = [p[len(r.scope) + 1 if r.scope else 0:] for p, _ in tensors
+                           if not r.scope or p.startswith(r.scope + ".")]
+                    self.err(f"init rule \"{r.target}\" matches no parameter tensor", span,
+                             "no `parameter` has this path",
+                             help=did_you_mean(r.target, own) or
+                             "without `.param`, the path names a tensor made by `parameter` (or `class_token`, "
+                             "`pos_embedding`, `layer_scale`); for a module's weight write `init \"fc\".weight`")
+                continue
             ops: set[str] = set()
             for inst in instances:
                 ops |= {op for rel, op in relative(inst) if fnmatch.fnmatchcase(rel, r.target)}
@@ -724,3 +1270,44 @@ class Elaborator:
 
 def render_value(v) -> str:
     return render(v)
+
+
+def _leaves(structure):
+    """Node ids in an output structure (id, or tuple / dict of ids)."""
+    if isinstance(structure, tuple):
+        for x in structure:
+            yield from _leaves(x)
+    elif isinstance(structure, dict):
+        for x in structure.values():
+            yield from _leaves(x)
+    else:
+        yield structure
+
+
+def _all_tensors(v) -> bool:
+    """A tensor, or a non-empty list (or dict) of tensors."""
+    if isinstance(v, TensorValue):
+        return True
+    items = v.values() if isinstance(v, dict) else v if isinstance(v, tuple) else None
+    return bool(items) and all(isinstance(x, TensorValue) for x in items)
+
+
+class _Ctx:
+    """What the expression evaluator calls to build tensor expressions in ``scope`` (see ``evaluate``)."""
+
+    def __init__(self, elab: Elaborator, scope: Scope, cur: int):
+        self.elab, self.scope, self.cur = elab, scope, cur
+
+    def call(self, e, f, env, in_value):
+        return self.elab.apply_in_expression(e, f, env, in_value, self.scope)
+
+    def arith(self, op, a, b, e):
+        return self.elab.arithmetic(op, a, b, e, self.scope)
+
+    def unary(self, op, v, e):
+        if op == "+":
+            return v
+        return self.elab.negate(v, e, self.scope)
+
+    def tensor_builtin(self, name, args, kwargs, e):
+        return self.elab.tensor_builtin(name, args, kwargs, e, self.scope)

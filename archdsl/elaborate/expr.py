@@ -14,7 +14,8 @@ from typing import Callable
 
 from ..diagnostics import Diagnostic, Span, did_you_mean
 from ..syntax import ast
-from .values import BlockRef, OpRef, ShapeValue, _MISSING, _POISONED, describe, render, type_name
+from .values import (BlockRef, OpRef, ShapeValue, TensorValue, _MISSING, _POISONED, contains_tensor, describe,
+                     render, type_name)
 
 MAX_LIST = 1_000_000
 
@@ -45,6 +46,16 @@ class Env:
 
     def child(self, values: dict | None = None) -> "Env":
         return Env(values or {}, self)
+
+    def assign(self, name: str, value) -> bool:
+        """Rebind ``name`` where it is bound (`x = value`); False if no enclosing scope binds it."""
+        env = self
+        while env is not None:
+            if name in env.values:
+                env.values[name] = value
+                return True
+            env = env.parent
+        return False
 
     def lookup(self, name: str):
         env = self
@@ -232,6 +243,12 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
     Builtin("enumerate", _enumerate, 1, 2, "pairs [index, item]"),
     Builtin("make_divisible", _make_divisible, 1, 3,
             "make_divisible(v, divisor = 8, min_value = divisor), as torchvision rounds channels"),
+    Builtin("str", lambda span, v: v if isinstance(v, str) else render(v) if not contains_tensor(v)
+            else fail("str() of a tensor", span), 1, 1,
+            "the text of a value: str(3) is \"3\", for names built from parts (\"stage\" + str(i))"),
+    Builtin("output", None, 1, 1,
+            "output(\"path\"): the tensor computed by the module at that path (relative to this block), "
+            "after it is built: reaches into sub-modules (torchvision's create_feature_extractor)"),
     Builtin("require", _require, 1, 99,
             "require(cond, message...): an error at the call unless cond is true (gives true)"),
 ]}
@@ -240,15 +257,25 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
 # ------------------------------------------------------------------ evaluation
 
 
-def evaluate(e: ast.Expr, env: Env, in_shape: ShapeValue | None = None):
-    """Evaluate an expression; ``in_shape`` is the value of ``in`` (None where it is not available)."""
-    return _Evaluator(env, in_shape).value_of(e)
+def evaluate(e: ast.Expr, env: Env, in_shape: ShapeValue | None = None, ctx=None):
+    """Evaluate an expression; ``in_shape`` is the value of ``in`` (None where it is not available).
+
+    ``ctx`` (the elaborator, inside a model or block body) makes tensor expressions possible:
+    op and block calls, arithmetic on tensors and ``output(path)`` add nodes to the graph through
+    it; without it (parameter defaults, top-level lets) they are errors.
+    """
+    return _Evaluator(env, in_shape, ctx).value_of(e)
+
+
+_NO_TENSORS_HELP = ("tensors exist inside model and block bodies only; here (a parameter default, a top-level "
+                    "`let`, an `init` argument or the `input` clause) expressions compute numbers")
 
 
 class _Evaluator:
-    def __init__(self, env: Env, in_shape):
+    def __init__(self, env: Env, in_shape, ctx=None):
         self.env = env
         self.in_shape = in_shape
+        self.ctx = ctx
 
     def value_of(self, e):
         method = getattr(self, "e_" + type(e).__name__)
@@ -283,6 +310,8 @@ class _Evaluator:
             key = self.value_of(k)
             if not isinstance(key, (str, int, bool)) and key is not None:
                 fail(f"a dict key must be a string or number, got {describe(key)}", k.span)
+            if key in out:
+                fail(f"key {render(key)} is given twice in this dict", k.span, "given again here")
             out[key] = self.value_of(v)
         return out
 
@@ -290,7 +319,7 @@ class _Evaluator:
         out = []
         for item in _seq(self.value_of(e.iterable), e.iterable.span):
             scope = self.env.child(bind_targets(e.targets, item, e.span))
-            sub = _Evaluator(scope, self.in_shape)
+            sub = _Evaluator(scope, self.in_shape, self.ctx)
             if e.cond is not None and not truth(sub.value_of(e.cond), e.cond.span):
                 continue
             out.append(sub.value_of(e.elt))
@@ -303,6 +332,8 @@ class _Evaluator:
         v = self.value_of(e.operand)
         if e.op == "not":
             return not truth(v, e.operand.span)
+        if isinstance(v, TensorValue):
+            return self._tensor_ctx(e.span).unary(e.op, v, e)
         v = _num(v, e.operand.span)
         return -v if e.op == "-" else +v
 
@@ -315,7 +346,16 @@ class _Evaluator:
                 return True
             return truth(self.value_of(e.right), e.right.span)
         a, b = self.value_of(e.left), self.value_of(e.right)
+        if (isinstance(a, TensorValue) or isinstance(b, TensorValue)) and e.op not in ("==", "!="):
+            return self._tensor_ctx(e.span).arith(e.op, a, b, e)
+        if e.op == "@":
+            fail("`@` multiplies tensors (a matrix product)", e.span, f"got {describe(a)} and {describe(b)}")
         return binary(e.op, a, b, e)
+
+    def _tensor_ctx(self, span):
+        if self.ctx is None:
+            fail("tensor arithmetic is not possible here", span, "no tensors here", _NO_TENSORS_HELP)
+        return self.ctx
 
     def e_Index(self, e):
         obj, idx = self.value_of(e.obj), self.value_of(e.index)
@@ -350,15 +390,32 @@ class _Evaluator:
         if f is _MISSING:
             fail(f"unknown function `{e.func}`", e.func_span, "not defined here",
                  did_you_mean(e.func, list(BUILTINS)))
+        if not isinstance(f, (OpRef, BlockRef, Builtin)) and f is not _MISSING:
+            from ..ops.registry import get_op
+            if get_op(e.func) is not None:
+                f = OpRef(e.func)  # a value named like an op does not hide the op (as in statements)
+        if isinstance(f, (OpRef, BlockRef)) or (isinstance(f, Builtin) and f.fn is None):
+            # graph-building calls: ops, blocks, output(path)
+            if self.ctx is None:
+                name = f"`{f.name}()`" if isinstance(f, Builtin) else describe(f)
+                fail(f"{name} cannot be called here", e.func_span, "no tensors here", _NO_TENSORS_HELP)
+            return self.ctx.call(e, f, self.env, self.in_shape)
         if not isinstance(f, Builtin):
             fail(f"{describe(f)} cannot be called inside an expression", e.func_span,
-                 help="ops and blocks are used as statements, not inside expressions")
+                 help="only built-in functions, ops and blocks can be called")
+        if e.inputs is not None:
+            fail(f"`{f.name}` is a built-in function: it is not applied to tensors", e.span,
+                 "remove the second argument list")
         args, kwargs = [], {}
         for a in e.args:
             if a.name is None:
                 args.append(self.value_of(a.value))
             else:
                 kwargs[a.name] = self.value_of(a.value)
+        from ..ops.registry import get_op
+        if get_op(f.name) is not None and any(contains_tensor(v) for v in args):
+            # sum(tensors), sum(t, dims), exp(t), log(t): the op of that name
+            return self._tensor_ctx(e.span).tensor_builtin(f.name, args, kwargs, e)
         n = len(args) + len(kwargs)
         if not f.min_args <= n <= f.max_args:
             want = str(f.min_args) if f.min_args == f.max_args else f"{f.min_args} to {f.max_args}"

@@ -94,6 +94,11 @@ class Loader:
                 if isinstance(item, ast.Use):
                     self._use(key, item, env)
                 elif isinstance(item, ast.Let):
+                    if item.value is None or len(item.names) > 1 or item.assign:
+                        self.diag.error("a top-level `let` binds one name to an expression", item.span,
+                                        "not at the top level",
+                                        help="statements and tensors live in a model or block body")
+                        continue
                     self._define(defined, item.name, item)
                     try:
                         env.values[item.name] = evaluate(item.value, env)

@@ -65,6 +65,24 @@ class ShapeValue:
         return ("channels", "height", "width", "tokens", "dim", "features", "rank", "shape")
 
 
+@dataclass(frozen=True)
+class TensorValue(ShapeValue):
+    """A tensor of the data flow: the value of `in`, of a named tensor (`let y = ...`), of a block
+    input or result. It is the output of IR node ``node``. ``batched``: the tensor has the implicit
+    batch dimension (everything the data flow computes); `parameter` and `buffer` tensors do not,
+    and ``shape`` is then their whole shape. In numeric contexts a tensor behaves as its shape
+    (``x.channels``, ``len(x)``, ``x[0]``), like `in` always has.
+    """
+
+    node: int = -1
+    batched: bool = field(default=True, compare=False)
+
+    def attribute(self, name: str):
+        if not self.batched:
+            return {"shape": self.shape, "rank": len(self.shape)}.get(name, _MISSING)
+        return super().attribute(name)
+
+
 _MISSING = object()
 # The value of a `let` that could not be evaluated (an error, or an unknown incoming shape):
 # using it is skipped quietly instead of reported as an unknown name.
@@ -89,6 +107,9 @@ def describe(v) -> str:
         return "a dict"
     if isinstance(v, (BlockRef, OpRef)):
         return repr(v)
+    if isinstance(v, TensorValue):
+        what = "tensor" if v.batched else "unbatched tensor"
+        return f"a {what} of shape {'x'.join(map(str, v.shape)) or 'scalar'}"
     if isinstance(v, ShapeValue):
         return "the input shape `in`"
     return type(v).__name__
@@ -99,7 +120,7 @@ def type_name(v) -> str:
     if v is None:
         return "none"
     for t, n in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (tuple, "list"),
-                 (dict, "dict"), (BlockRef, "block"), (OpRef, "op"), (ShapeValue, "shape")):
+                 (dict, "dict"), (BlockRef, "block"), (OpRef, "op"), (TensorValue, "tensor"), (ShapeValue, "shape")):
         if isinstance(v, t):
             return n
     return type(v).__name__
@@ -108,10 +129,23 @@ def type_name(v) -> str:
 TYPE_NAMES = ("int", "float", "bool", "str", "list", "dict", "block", "op", "any")
 
 
+def contains_tensor(v) -> bool:
+    """Whether a value is a tensor or a list / dict holding one."""
+    if isinstance(v, TensorValue):
+        return True
+    if isinstance(v, tuple):
+        return any(contains_tensor(x) for x in v)
+    if isinstance(v, dict):
+        return any(contains_tensor(x) for x in v.values())
+    return False
+
+
 def conforms(v, t: str) -> bool:
     """Whether value ``v`` is acceptable for a parameter annotated with type ``t``."""
     if t == "any":
-        return True
+        return not contains_tensor(v)
+    if contains_tensor(v):
+        return False
     if t == "float":
         return isinstance(v, (int, float)) and not isinstance(v, bool)
     if t == "block":
@@ -136,6 +170,8 @@ def to_python(v):
         return {k: to_python(x) for k, x in v.items()}
     if isinstance(v, (BlockRef, OpRef)):
         return repr(v)
+    if isinstance(v, TensorValue):
+        return f"tensor {'x'.join(map(str, v.shape))} (node {v.node})"
     return v
 
 

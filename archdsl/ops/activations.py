@@ -22,6 +22,13 @@ class _Activation(Op):
             kwargs["inplace"] = inplace
         return getattr(nn, self.torch_class)(**kwargs)
 
+    def function(self, a):
+        """``relu(x)`` in an expression: the activation's torch function (no module)."""
+        import torch
+        from torch.nn import functional as F
+        fn = getattr(torch, self.name) if self.name in ("tanh", "sigmoid") else getattr(F, self.name)
+        return fn, (), {arg.name: a[arg.name] for arg in self.args}
+
 
 @register
 class ReLU(_Activation):

@@ -1,84 +1,145 @@
-"""Layers with weights or windows: convolution, normalization, linear, pooling."""
+"""Layers with weights or windows: convolution, normalization, linear, pooling; and ``identity``.
+
+Convolution, transposed convolution, batch normalization and pooling are rank-generic: one base
+class per family (``_ConvNd``, ``_ConvTransposeNd``, ``_BatchNormNd``, ``_MaxPoolNd``,
+``_AvgPoolNd``, ``_AdaptivePoolNd``) holds the argument schema, shape rule, costs and torch
+factory for ``rank`` spatial axes; each registered op (``conv1d``, ``conv2d``, ``conv3d``, ...)
+only sets its ``name``, ``rank``, ``torch_class`` and docstring. Rank 1 takes CxL sequences,
+rank 2 CxHxW feature maps, rank 3 CxDxHxW volumes.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
-from .registry import (BOOL, FLOAT, NONNEG_PAIR, OPT_POS_PAIR, POS_INT, POS_PAIR, Arg, Op, ShapeError,
-                       channels_first_required, channels_last_required, expect_rank, fmt_shape, register, window_out)
+from .registry import (BOOL, FLOAT, GLOBAL, POS_INT, UNDEFINED, Arg, Op, Shape, ShapeError, Window,
+                       channels_first_required, channels_last_required, expect_rank, fmt_shape, nonneg_ints,
+                       opt_pos_ints, pos_ints, register, window_out)
 
-from .registry import GLOBAL, UNDEFINED, Window
+#: per rank: what the input is (for messages), the names of its spatial axes, and their letters (for docs)
+_MAPS = {1: "a CxL sequence", 2: "a CxHxW feature map", 3: "a CxDxHxW volume"}
+_AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+_LETTERS = {2: "hw", 3: "dhw"}
 
-SPATIAL = "a CxHxW feature map"
-
-
-def _hw(a: dict, key: str) -> str:
-    kh, kw = a[key]
-    return f"{kh}" if kh == kw else f"{kh}x{kw}"
+SPATIAL = _MAPS[2]
 
 
-@register
-class Conv2d(Op):
-    """2-D convolution (``torch.nn.Conv2d``). Input channels are inferred from the input.
+def _per_axis(rank: int, what: str, prefix: str = "") -> str:
+    """An argument doc naming the per-axis list form: ``"kernel size, an int or [kh, kw]"`` (2-D)."""
+    if rank == 1:
+        return what
+    return f"{what}, an int or [{', '.join(prefix + c for c in _LETTERS[rank])}]"
 
-    ``groups`` must divide both the input and output channels; ``groups == in.channels``
-    gives a depthwise convolution.
+
+def _axes_phrase(rank: int) -> str:
+    """``"height and width"``, ``"depth, height and width"``, ``"length"``."""
+    *rest, last = _AXES[rank]
+    return f"{', '.join(rest)} and {last}" if rest else last
+
+
+def _size(v: tuple[int, ...]) -> str:
+    """``3`` for (3, 3), ``3x5`` for (3, 5): the short form used in labels."""
+    return str(v[0]) if all(x == v[0] for x in v) else "x".join(str(x) for x in v)
+
+
+def _unpack(p: tuple[int, ...]):
+    """Give torch the same int-or-tuple form torchvision uses (so module reprs match)."""
+    return p[0] if all(x == p[0] for x in p) else tuple(p)
+
+
+class _Spatial(Op):
+    """Base of the ops acting on the ``rank`` spatial axes of a channels-first input.
+
+    A subclass that sets ``rank`` gets its argument schema from :meth:`schema` for that rank.
     """
 
-    name = "conv2d"
+    rank: ClassVar[int]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "rank" in cls.__dict__:
+            cls.args = cls.schema(cls.rank)
+
+    @classmethod
+    def schema(cls, rank: int) -> tuple[Arg, ...]:
+        """The argument schema of the family's op for ``rank`` spatial axes."""
+        return ()
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        return _AXES[self.rank]
+
+    def expect_map(self, x: Shape) -> None:
+        expect_rank(self.name, x, self.rank + 1, _MAPS[self.rank])
+
+    def short_name(self) -> str:
+        """The label's op name: 2-D ops drop the suffix (``conv``, ``maxpool``), others keep it (``conv3d``)."""
+        return self.name.removesuffix("2d")
+
+
+# ------------------------------------------------------------------ convolution
+
+
+class _ConvNd(_Spatial):
+    """Convolution over ``rank`` spatial axes (``conv1d``, ``conv2d``, ``conv3d``)."""
+
     category = "conv"
     macs_rule = "formula"
-    torch_class = "Conv2d"
     param_names = ("weight", "bias")
-    args = (
-        Arg("out_channels", POS_INT, doc="number of output channels"),
-        Arg("kernel_size", POS_PAIR, doc="kernel size, an int or [kh, kw]"),
-        Arg("stride", POS_PAIR, 1, "stride"),
-        Arg("padding", NONNEG_PAIR, 0, "zero padding added to both sides"),
-        Arg("dilation", POS_PAIR, 1, "spacing between kernel elements"),
-        Arg("groups", POS_INT, 1, "number of blocked connections from input to output channels"),
-        Arg("bias", BOOL, True, "add a learnable bias"),
-    )
+
+    @classmethod
+    def schema(cls, rank):
+        return (
+            Arg("out_channels", POS_INT, doc="number of output channels"),
+            Arg("kernel_size", pos_ints(rank), doc=_per_axis(rank, "kernel size", "k")),
+            Arg("stride", pos_ints(rank), 1, "stride"),
+            Arg("padding", nonneg_ints(rank), 0, "zero padding added to both sides"),
+            Arg("dilation", pos_ints(rank), 1, "spacing between kernel elements"),
+            Arg("groups", POS_INT, 1, "number of blocked connections from input to output channels"),
+            Arg("bias", BOOL, True, "add a learnable bias"),
+        )
+
+    def check_layout(self, a, ins, layouts):
+        if self.rank == 2:  # 1-D and 3-D inputs are checked for their rank only
+            channels_first_required(self.name, ins[0], layouts[0])
 
     def infer(self, a, ins):
         x = ins[0]
-        expect_rank(self.name, x, 3, SPATIAL)
-        c, h, w = x
-        g = a["groups"]
+        self.expect_map(x)
+        c, g = x[0], a["groups"]
         if c % g:
-            raise ShapeError(f"input channels ({c}) of `conv2d` are not divisible by groups ({g})",
+            raise ShapeError(f"input channels ({c}) of `{self.name}` are not divisible by groups ({g})",
                              f"{c} input channels, groups = {g}", arg="groups")
         if a["out_channels"] % g:
-            raise ShapeError(f"out_channels ({a['out_channels']}) of `conv2d` is not divisible by groups ({g})",
+            raise ShapeError(f"out_channels ({a['out_channels']}) of `{self.name}` is not divisible by groups ({g})",
                              f"{a['out_channels']} output channels, groups = {g}", arg="groups")
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel_size"], a["stride"], a["padding"], a["dilation"]
-        return (a["out_channels"], window_out(self.name, h, kh, sh, ph, dh, False, "height", x),
-                window_out(self.name, w, kw, sw, pw, dw, False, "width", x))
-
-    def check_layout(self, a, ins, layouts):
-        channels_first_required(self.name, ins[0], layouts[0])
+        return (a["out_channels"],) + tuple(
+            window_out(self.name, n, k, s, p, d, False, axis, x)
+            for n, k, s, p, d, axis in zip(x[1:], a["kernel_size"], a["stride"], a["padding"], a["dilation"],
+                                           self.axes))
 
     def params(self, a, ins):
-        kh, kw = a["kernel_size"]
-        n = a["out_channels"] * (ins[0][0] // a["groups"]) * kh * kw
+        n = a["out_channels"] * (ins[0][0] // a["groups"]) * math.prod(a["kernel_size"])
         return n + (a["out_channels"] if a["bias"] else 0)
 
     def macs(self, a, ins, out):
-        kh, kw = a["kernel_size"]
-        return a["out_channels"] * (ins[0][0] // a["groups"]) * kh * kw * out[1] * out[2]
+        return a["out_channels"] * (ins[0][0] // a["groups"]) * math.prod(a["kernel_size"]) * math.prod(out[1:])
 
     def window(self, a, ins, layouts):
+        if self.rank != 2:
+            return UNDEFINED
         return Window(a["kernel_size"], a["stride"], a["padding"], a["dilation"])
 
     def build(self, a, ins, inplace=False):
         from torch import nn
-        return nn.Conv2d(ins[0][0], a["out_channels"], a["kernel_size"], a["stride"], a["padding"],
-                         a["dilation"], a["groups"], a["bias"])
+        return getattr(nn, self.torch_class)(ins[0][0], a["out_channels"], a["kernel_size"], a["stride"],
+                                             a["padding"], a["dilation"], a["groups"], a["bias"])
 
     def label(self, a):
-        s = f"conv {_hw(a, 'kernel_size')}"
-        if a["stride"] != (1, 1):
-            s += f" /{_hw(a, 'stride')}"
+        s = f"{self.short_name()} {_size(a['kernel_size'])}"
+        if any(x != 1 for x in a["stride"]):
+            s += f" /{_size(a['stride'])}"
         s += f", {a['out_channels']}"
         if a["groups"] != 1:
             s += f", g{a['groups']}"
@@ -86,23 +147,166 @@ class Conv2d(Op):
 
 
 @register
-class BatchNorm2d(Op):
-    """Batch normalization over the channels of a feature map (``torch.nn.BatchNorm2d``)."""
+class Conv1d(_ConvNd):
+    """1-D convolution over a CxL sequence (``torch.nn.Conv1d``). Input channels are inferred from the input.
 
-    name = "batchnorm2d"
-    category = "norm"
-    macs_rule = "zero"
-    torch_class = "BatchNorm2d"
-    param_names = ("weight", "bias")
-    args = (
-        Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability"),
-        Arg("momentum", FLOAT, 0.1, "running statistics momentum"),
-        Arg("affine", BOOL, True, "learnable scale and shift"),
-    )
+    ``groups`` must divide both the input and output channels; ``groups == in.channels``
+    gives a depthwise convolution.
+    """
+
+    name = "conv1d"
+    rank = 1
+    torch_class = "Conv1d"
+
+
+@register
+class Conv2d(_ConvNd):
+    """2-D convolution (``torch.nn.Conv2d``). Input channels are inferred from the input.
+
+    ``groups`` must divide both the input and output channels; ``groups == in.channels``
+    gives a depthwise convolution.
+    """
+
+    name = "conv2d"
+    rank = 2
+    torch_class = "Conv2d"
+
+
+@register
+class Conv3d(_ConvNd):
+    """3-D convolution over a CxDxHxW volume (``torch.nn.Conv3d``). Input channels are inferred from the input.
+
+    ``groups`` must divide both the input and output channels; ``groups == in.channels``
+    gives a depthwise convolution.
+    """
+
+    name = "conv3d"
+    rank = 3
+    torch_class = "Conv3d"
+
+
+class _ConvTransposeNd(_ConvNd):
+    """Transposed convolution over ``rank`` spatial axes (``conv_transpose1d``, ``2d``, ``3d``)."""
+
+    @classmethod
+    def schema(cls, rank):
+        return (
+            Arg("out_channels", POS_INT, doc="number of output channels"),
+            Arg("kernel_size", pos_ints(rank), doc=_per_axis(rank, "kernel size", "k")),
+            Arg("stride", pos_ints(rank), 1, "stride"),
+            Arg("padding", nonneg_ints(rank), 0, "removed from both sides of the output"),
+            Arg("output_padding", nonneg_ints(rank), 0, "added to one side of the output"),
+            Arg("groups", POS_INT, 1, "number of blocked connections from input to output channels"),
+            Arg("bias", BOOL, True, "add a learnable bias"),
+            Arg("dilation", pos_ints(rank), 1, "spacing between kernel elements"),
+        )
 
     def infer(self, a, ins):
-        expect_rank(self.name, ins[0], 3, SPATIAL)
-        return ins[0]
+        x = ins[0]
+        self.expect_map(x)
+        c = x[0]
+        g = a["groups"]
+        if c % g or a["out_channels"] % g:
+            raise ShapeError(f"channels ({c} in, {a['out_channels']} out) of `{self.name}` are not divisible "
+                             f"by groups ({g})", f"groups = {g}", arg="groups")
+        out = [a["out_channels"]]
+        for i, axis in enumerate(self.axes):
+            k, s_, p, op, d = (a["kernel_size"][i], a["stride"][i], a["padding"][i], a["output_padding"][i],
+                               a["dilation"][i])
+            if op >= max(s_, d):
+                raise ShapeError(f"`{self.name}` output_padding ({op}) must be smaller than stride or "
+                                 f"dilation along {axis}", "output_padding too large", arg="output_padding")
+            n = (x[i + 1] - 1) * s_ - 2 * p + d * (k - 1) + op + 1
+            if n < 1:
+                raise ShapeError(f"`{self.name}` output {axis} would be {n}", f"{axis} becomes {n}",
+                                 arg="padding")
+            out.append(n)
+        return tuple(out)
+
+    def params(self, a, ins):
+        n = ins[0][0] * (a["out_channels"] // a["groups"]) * math.prod(a["kernel_size"])
+        return n + (a["out_channels"] if a["bias"] else 0)
+
+    def macs(self, a, ins, out):
+        # every input position scatters a kernel into every output channel of its group
+        return ins[0][0] * (a["out_channels"] // a["groups"]) * math.prod(a["kernel_size"]) * math.prod(ins[0][1:])
+
+    def window(self, a, ins, layouts):
+        return UNDEFINED  # a fractional stride: upsampling has no receptive field in the Distill sense
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return getattr(nn, self.torch_class)(ins[0][0], a["out_channels"], a["kernel_size"], a["stride"],
+                                             a["padding"], a["output_padding"], a["groups"], a["bias"],
+                                             a["dilation"])
+
+    def label(self, a):
+        s = f"{self.short_name()} {_size(a['kernel_size'])}"
+        if any(x != 1 for x in a["stride"]):
+            s += f" x{_size(a['stride'])}"
+        return s + f", {a['out_channels']}"
+
+
+@register
+class ConvTranspose1d(_ConvTransposeNd):
+    """1-D transposed convolution over a CxL sequence (``torch.nn.ConvTranspose1d``), e.g. learned upsampling.
+
+    Output length: ``(in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1``.
+    """
+
+    name = "conv_transpose1d"
+    rank = 1
+    torch_class = "ConvTranspose1d"
+
+
+@register
+class ConvTranspose2d(_ConvTransposeNd):
+    """2-D transposed convolution (``torch.nn.ConvTranspose2d``), e.g. U-Net's learned 2x upsampling.
+
+    Output size: ``(in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1``.
+    """
+
+    name = "conv_transpose2d"
+    rank = 2
+    torch_class = "ConvTranspose2d"
+
+
+@register
+class ConvTranspose3d(_ConvTransposeNd):
+    """3-D transposed convolution over a CxDxHxW volume (``torch.nn.ConvTranspose3d``), e.g. 3-D U-Net upsampling.
+
+    Output size, per axis: ``(in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1``.
+    """
+
+    name = "conv_transpose3d"
+    rank = 3
+    torch_class = "ConvTranspose3d"
+
+
+# ------------------------------------------------------------------ normalization
+
+
+class _BatchNormNd(_Spatial):
+    """Batch normalization over the channels of a ``rank``-D input (``batchnorm1d``, ``2d``, ``3d``)."""
+
+    category = "norm"
+    macs_rule = "zero"
+    param_names = ("weight", "bias")
+
+    @classmethod
+    def schema(cls, rank):
+        return (
+            Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability"),
+            Arg("momentum", FLOAT, 0.1, "running statistics momentum"),
+            Arg("affine", BOOL, True, "learnable scale and shift"),
+        )
+
+    def infer(self, a, ins):
+        x = ins[0]
+        if self.rank == 1 and len(x) == 1:  # torch.nn.BatchNorm1d takes a batch of vectors, or of sequences
+            return x
+        expect_rank(self.name, x, self.rank + 1, "a C vector or a CxL sequence" if self.rank == 1 else _MAPS[self.rank])
+        return x
 
     def params(self, a, ins):
         return 2 * ins[0][0] if a["affine"] else 0
@@ -112,82 +316,89 @@ class BatchNorm2d(Op):
 
     def build(self, a, ins, inplace=False):
         from torch import nn
-        return nn.BatchNorm2d(ins[0][0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"])
+        return getattr(nn, self.torch_class)(ins[0][0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"])
 
     def label(self, a):
-        return "batchnorm"
+        return self.short_name()
 
 
 @register
-class ConvTranspose2d(Op):
-    """2-D transposed convolution (``torch.nn.ConvTranspose2d``), e.g. U-Net's learned 2x upsampling.
+class BatchNorm1d(_BatchNormNd):
+    """Batch normalization over the channels of a C vector or a CxL sequence (``torch.nn.BatchNorm1d``)."""
 
-    Output size: ``(in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1``.
+    name = "batchnorm1d"
+    rank = 1
+    torch_class = "BatchNorm1d"
+
+
+@register
+class BatchNorm2d(_BatchNormNd):
+    """Batch normalization over the channels of a feature map (``torch.nn.BatchNorm2d``)."""
+
+    name = "batchnorm2d"
+    rank = 2
+    torch_class = "BatchNorm2d"
+
+
+@register
+class BatchNorm3d(_BatchNormNd):
+    """Batch normalization over the channels of a CxDxHxW volume (``torch.nn.BatchNorm3d``)."""
+
+    name = "batchnorm3d"
+    rank = 3
+    torch_class = "BatchNorm3d"
+
+
+@register
+class GroupNorm(Op):
+    """Group normalization (``torch.nn.GroupNorm``): the channels of a ``(C, *)`` input (a CxHxW map,
+    a CxL sequence, a CxDxHxW volume) are split into ``num_groups`` groups, each normalized over its
+    channels and all positions; ``num_groups`` must divide the channels.
+
+    Its statistics span every position, so the summary reports its receptive field as global.
     """
 
-    name = "conv_transpose2d"
-    category = "conv"
-    macs_rule = "formula"
-    torch_class = "ConvTranspose2d"
+    name = "groupnorm"
+    category = "norm"
+    macs_rule = "zero"
+    torch_class = "GroupNorm"
     param_names = ("weight", "bias")
     args = (
-        Arg("out_channels", POS_INT, doc="number of output channels"),
-        Arg("kernel_size", POS_PAIR, doc="kernel size, an int or [kh, kw]"),
-        Arg("stride", POS_PAIR, 1, "stride"),
-        Arg("padding", NONNEG_PAIR, 0, "removed from both sides of the output"),
-        Arg("output_padding", NONNEG_PAIR, 0, "added to one side of the output"),
-        Arg("groups", POS_INT, 1, "number of blocked connections from input to output channels"),
-        Arg("bias", BOOL, True, "add a learnable bias"),
-        Arg("dilation", POS_PAIR, 1, "spacing between kernel elements"),
+        Arg("num_groups", POS_INT, doc="number of groups the channels are split into"),
+        Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability"),
+        Arg("affine", BOOL, True, "learnable per-channel scale and shift"),
     )
 
     def check_layout(self, a, ins, layouts):
-        channels_first_required(self.name, ins[0], layouts[0])
+        x, lay = ins[0], layouts[0]
+        channels_first_required(self.name, x, lay)
+        if lay is not None and lay[0] != "C":
+            raise ShapeError(f"`groupnorm` splits the first axis into groups of channels, but this {fmt_shape(x)} "
+                             f"tensor is laid out {'x'.join(lay)}", f"input is {'x'.join(lay)}",
+                             help="`permute` the channels first, or use `layernorm()` on channels-last tokens")
 
     def infer(self, a, ins):
         x = ins[0]
-        expect_rank(self.name, x, 3, SPATIAL)
-        c = x[0]
-        g = a["groups"]
-        if c % g or a["out_channels"] % g:
-            raise ShapeError(f"channels ({c} in, {a['out_channels']} out) of `conv_transpose2d` are not divisible "
-                             f"by groups ({g})", f"groups = {g}", arg="groups")
-        out = [a["out_channels"]]
-        for i, axis in enumerate(("height", "width")):
-            k, s_, p, op, d = (a["kernel_size"][i], a["stride"][i], a["padding"][i], a["output_padding"][i],
-                               a["dilation"][i])
-            if op >= max(s_, d):
-                raise ShapeError(f"`conv_transpose2d` output_padding ({op}) must be smaller than stride or "
-                                 f"dilation along {axis}", "output_padding too large", arg="output_padding")
-            n = (x[i + 1] - 1) * s_ - 2 * p + d * (k - 1) + op + 1
-            if n < 1:
-                raise ShapeError(f"`conv_transpose2d` output {axis} would be {n}", f"{axis} becomes {n}",
-                                 arg="padding")
-            out.append(n)
-        return tuple(out)
+        if not x:
+            raise ShapeError("`groupnorm` expects a (C, *) input, got a scalar", "input is a scalar")
+        c, g = x[0], a["num_groups"]
+        if c % g:
+            raise ShapeError(f"channels ({c}) of `groupnorm` are not divisible by num_groups ({g})",
+                             f"{c} channels, num_groups = {g}", arg="num_groups")
+        return x
 
     def params(self, a, ins):
-        kh, kw = a["kernel_size"]
-        n = ins[0][0] * (a["out_channels"] // a["groups"]) * kh * kw
-        return n + (a["out_channels"] if a["bias"] else 0)
-
-    def macs(self, a, ins, out):
-        kh, kw = a["kernel_size"]  # every input pixel scatters a kernel into every output channel of its group
-        return ins[0][0] * (a["out_channels"] // a["groups"]) * kh * kw * ins[0][1] * ins[0][2]
+        return 2 * ins[0][0] if a["affine"] else 0
 
     def window(self, a, ins, layouts):
-        return UNDEFINED  # a fractional stride: upsampling has no receptive field in the Distill sense
+        return GLOBAL  # each group's mean and variance are taken over every position
 
     def build(self, a, ins, inplace=False):
         from torch import nn
-        return nn.ConvTranspose2d(ins[0][0], a["out_channels"], a["kernel_size"], a["stride"], a["padding"],
-                                  a["output_padding"], a["groups"], a["bias"], a["dilation"])
+        return nn.GroupNorm(a["num_groups"], ins[0][0], eps=a["eps"], affine=a["affine"])
 
     def label(self, a):
-        s = f"conv_transpose {_hw(a, 'kernel_size')}"
-        if a["stride"] != (1, 1):
-            s += f" x{_hw(a, 'stride')}"
-        return s + f", {a['out_channels']}"
+        return f"groupnorm {a['num_groups']}"
 
 
 @register
@@ -328,112 +539,238 @@ class Linear(Op):
         return f"linear {a['out_features']}"
 
 
-class _Pool2d(Op):
+# ------------------------------------------------------------------ pooling
+
+
+class _PoolNd(_Spatial):
+    """Max or average pooling over ``rank`` spatial axes; ``stride`` defaults to ``kernel_size``."""
+
     category = "pool"
     macs_rule = "zero"
 
-    def window(self, a, ins, layouts):
-        return Window(a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"], a.get("dilation", (1, 1)))
-
-    def _window(self, a, ins):
-        expect_rank(self.name, ins[0], 3, SPATIAL)
-        c, h, w = ins[0]
-        k = a["kernel_size"]
+    def infer(self, a, ins):
+        x = ins[0]
+        self.expect_map(x)
+        k, p = a["kernel_size"], a["padding"]
         s = a["stride"] or k
-        p = a["padding"]
-        d = a.get("dilation", (1, 1))
-        for i, axis in enumerate(("height", "width")):
+        d = a.get("dilation", (1,) * self.rank)
+        for i, axis in enumerate(self.axes):
             if p[i] * 2 > k[i]:
                 raise ShapeError(f"`{self.name}` padding ({p[i]}) must be at most half the kernel size "
                                  f"({k[i]}) along {axis}", "padding too large", arg="padding")
-        return (c, window_out(self.name, h, k[0], s[0], p[0], d[0], a["ceil_mode"], "height", ins[0]),
-                window_out(self.name, w, k[1], s[1], p[1], d[1], a["ceil_mode"], "width", ins[0]))
+        return (x[0],) + tuple(window_out(self.name, n, k[i], s[i], p[i], d[i], a["ceil_mode"], axis, x)
+                               for i, (n, axis) in enumerate(zip(x[1:], self.axes)))
+
+    def window(self, a, ins, layouts):
+        if self.rank != 2:
+            return UNDEFINED
+        return Window(a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"], a.get("dilation", (1, 1)))
 
     def label(self, a):
-        s = f"{self.name.replace('2d', '')} {_hw(a, 'kernel_size')}"
+        s = f"{self.short_name()} {_size(a['kernel_size'])}"
         stride = a["stride"] or a["kernel_size"]
-        if stride != (1, 1):
-            s += f" /{stride[0] if stride[0] == stride[1] else f'{stride[0]}x{stride[1]}'}"
+        if any(x != 1 for x in stride):
+            s += f" /{_size(stride)}"
         return s
 
 
+class _MaxPoolNd(_PoolNd):
+    """Max pooling over ``rank`` spatial axes (``maxpool1d``, ``2d``, ``3d``)."""
+
+    @classmethod
+    def schema(cls, rank):
+        return (
+            Arg("kernel_size", pos_ints(rank), doc="window size"),
+            Arg("stride", opt_pos_ints(rank), None, "stride (default: kernel_size)"),
+            Arg("padding", nonneg_ints(rank), 0, "implicit -inf padding on both sides"),
+            Arg("dilation", pos_ints(rank), 1, "spacing between window elements"),
+            Arg("ceil_mode", BOOL, False, "use ceil instead of floor for the output size"),
+        )
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return getattr(nn, self.torch_class)(_unpack(a["kernel_size"]), _unpack(a["stride"] or a["kernel_size"]),
+                                             _unpack(a["padding"]), _unpack(a["dilation"]), ceil_mode=a["ceil_mode"])
+
+
+class _AvgPoolNd(_PoolNd):
+    """Average pooling over ``rank`` spatial axes (``avgpool1d``, ``2d``, ``3d``)."""
+
+    @classmethod
+    def schema(cls, rank):
+        return (
+            Arg("kernel_size", pos_ints(rank), doc="window size"),
+            Arg("stride", opt_pos_ints(rank), None, "stride (default: kernel_size)"),
+            Arg("padding", nonneg_ints(rank), 0, "implicit zero padding on both sides"),
+            Arg("ceil_mode", BOOL, False, "use ceil instead of floor for the output size"),
+            Arg("count_include_pad", BOOL, True, "include the zero padding in the average"),
+        )
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return getattr(nn, self.torch_class)(_unpack(a["kernel_size"]), _unpack(a["stride"] or a["kernel_size"]),
+                                             _unpack(a["padding"]), ceil_mode=a["ceil_mode"],
+                                             count_include_pad=a["count_include_pad"])
+
+
 @register
-class MaxPool2d(_Pool2d):
+class MaxPool1d(_MaxPoolNd):
+    """1-D max pooling over a CxL sequence (``torch.nn.MaxPool1d``). ``stride`` defaults to ``kernel_size``."""
+
+    name = "maxpool1d"
+    rank = 1
+    torch_class = "MaxPool1d"
+
+
+@register
+class MaxPool2d(_MaxPoolNd):
     """2-D max pooling (``torch.nn.MaxPool2d``). ``stride`` defaults to ``kernel_size``."""
 
     name = "maxpool2d"
+    rank = 2
     torch_class = "MaxPool2d"
-    args = (
-        Arg("kernel_size", POS_PAIR, doc="window size"),
-        Arg("stride", OPT_POS_PAIR, None, "stride (default: kernel_size)"),
-        Arg("padding", NONNEG_PAIR, 0, "implicit -inf padding on both sides"),
-        Arg("dilation", POS_PAIR, 1, "spacing between window elements"),
-        Arg("ceil_mode", BOOL, False, "use ceil instead of floor for the output size"),
-    )
-
-    def infer(self, a, ins):
-        return self._window(a, ins)
-
-    def build(self, a, ins, inplace=False):
-        from torch import nn
-        return nn.MaxPool2d(_unpair(a["kernel_size"]), _unpair(a["stride"] or a["kernel_size"]),
-                            _unpair(a["padding"]), _unpair(a["dilation"]), ceil_mode=a["ceil_mode"])
 
 
 @register
-class AvgPool2d(_Pool2d):
+class MaxPool3d(_MaxPoolNd):
+    """3-D max pooling over a CxDxHxW volume (``torch.nn.MaxPool3d``). ``stride`` defaults to ``kernel_size``."""
+
+    name = "maxpool3d"
+    rank = 3
+    torch_class = "MaxPool3d"
+
+
+@register
+class AvgPool1d(_AvgPoolNd):
+    """1-D average pooling over a CxL sequence (``torch.nn.AvgPool1d``). ``stride`` defaults to ``kernel_size``."""
+
+    name = "avgpool1d"
+    rank = 1
+    torch_class = "AvgPool1d"
+
+
+@register
+class AvgPool2d(_AvgPoolNd):
     """2-D average pooling (``torch.nn.AvgPool2d``). ``stride`` defaults to ``kernel_size``."""
 
     name = "avgpool2d"
+    rank = 2
     torch_class = "AvgPool2d"
-    args = (
-        Arg("kernel_size", POS_PAIR, doc="window size"),
-        Arg("stride", OPT_POS_PAIR, None, "stride (default: kernel_size)"),
-        Arg("padding", NONNEG_PAIR, 0, "implicit zero padding on both sides"),
-        Arg("ceil_mode", BOOL, False, "use ceil instead of floor for the output size"),
-        Arg("count_include_pad", BOOL, True, "include the zero padding in the average"),
-    )
-
-    def infer(self, a, ins):
-        return self._window(a, ins)
-
-    def build(self, a, ins, inplace=False):
-        from torch import nn
-        return nn.AvgPool2d(_unpair(a["kernel_size"]), _unpair(a["stride"] or a["kernel_size"]),
-                            _unpair(a["padding"]), ceil_mode=a["ceil_mode"],
-                            count_include_pad=a["count_include_pad"])
 
 
 @register
-class AdaptiveAvgPool2d(Op):
-    """Adaptive average pooling to a fixed output size (``torch.nn.AdaptiveAvgPool2d``)."""
+class AvgPool3d(_AvgPoolNd):
+    """3-D average pooling over a CxDxHxW volume (``torch.nn.AvgPool3d``). ``stride`` defaults to ``kernel_size``."""
 
-    name = "adaptive_avgpool2d"
+    name = "avgpool3d"
+    rank = 3
+    torch_class = "AvgPool3d"
+
+
+class _AdaptivePoolNd(_Spatial):
+    """Adaptive average or max pooling of ``rank`` spatial axes to a fixed output size."""
+
     category = "pool"
     macs_rule = "zero"
-    torch_class = "AdaptiveAvgPool2d"
-    args = (Arg("output_size", POS_PAIR, doc="output height and width, an int or [h, w]"),)
+
+    @classmethod
+    def schema(cls, rank):
+        return (Arg("output_size", pos_ints(rank), doc=_per_axis(rank, f"output {_axes_phrase(rank)}")),)
 
     def infer(self, a, ins):
-        expect_rank(self.name, ins[0], 3, SPATIAL)
+        self.expect_map(ins[0])
         return (ins[0][0],) + a["output_size"]
 
     def window(self, a, ins, layouts):
-        (h, w), (oh, ow) = ins[0][1:], a["output_size"]
-        if (oh, ow) == (1, 1) and (h, w) != (1, 1):
+        size, out = ins[0][1:], a["output_size"]
+        if all(o == 1 for o in out) and any(n != 1 for n in size):
             return GLOBAL
-        if h % oh or w % ow:
+        if self.rank != 2 or any(n % o for n, o in zip(size, out)):
             return UNDEFINED  # torch's windows then differ in size from one output to the next
-        return Window((h // oh, w // ow), (h // oh, w // ow), (0, 0))
+        k = tuple(n // o for n, o in zip(size, out))
+        return Window(k, k, (0, 0))
 
     def build(self, a, ins, inplace=False):
         from torch import nn
-        return nn.AdaptiveAvgPool2d(_unpair(a["output_size"]))
+        return getattr(nn, self.torch_class)(_unpack(a["output_size"]))
 
     def label(self, a):
-        return f"adaptive avgpool {_hw(a, 'output_size')}"
+        return f"{self.short_name().replace('_', ' ')} {_size(a['output_size'])}"
 
 
-def _unpair(p):
-    """Give torch the same int-or-tuple form torchvision uses (so module reprs match)."""
-    return p[0] if p[0] == p[1] else tuple(p)
+@register
+class AdaptiveAvgPool1d(_AdaptivePoolNd):
+    """Adaptive average pooling of a CxL sequence to a fixed length (``torch.nn.AdaptiveAvgPool1d``)."""
+
+    name = "adaptive_avgpool1d"
+    rank = 1
+    torch_class = "AdaptiveAvgPool1d"
+
+
+@register
+class AdaptiveAvgPool2d(_AdaptivePoolNd):
+    """Adaptive average pooling to a fixed output size (``torch.nn.AdaptiveAvgPool2d``)."""
+
+    name = "adaptive_avgpool2d"
+    rank = 2
+    torch_class = "AdaptiveAvgPool2d"
+
+
+@register
+class AdaptiveAvgPool3d(_AdaptivePoolNd):
+    """Adaptive average pooling of a CxDxHxW volume to a fixed output size (``torch.nn.AdaptiveAvgPool3d``)."""
+
+    name = "adaptive_avgpool3d"
+    rank = 3
+    torch_class = "AdaptiveAvgPool3d"
+
+
+@register
+class AdaptiveMaxPool1d(_AdaptivePoolNd):
+    """Adaptive max pooling of a CxL sequence to a fixed length (``torch.nn.AdaptiveMaxPool1d``)."""
+
+    name = "adaptive_maxpool1d"
+    rank = 1
+    torch_class = "AdaptiveMaxPool1d"
+
+
+@register
+class AdaptiveMaxPool2d(_AdaptivePoolNd):
+    """Adaptive max pooling to a fixed output size (``torch.nn.AdaptiveMaxPool2d``)."""
+
+    name = "adaptive_maxpool2d"
+    rank = 2
+    torch_class = "AdaptiveMaxPool2d"
+
+
+@register
+class AdaptiveMaxPool3d(_AdaptivePoolNd):
+    """Adaptive max pooling of a CxDxHxW volume to a fixed output size (``torch.nn.AdaptiveMaxPool3d``)."""
+
+    name = "adaptive_maxpool3d"
+    rank = 3
+    torch_class = "AdaptiveMaxPool3d"
+
+
+# ------------------------------------------------------------------ placeholder
+
+
+@register
+class Identity(Op):
+    """The input itself (``torch.nn.Identity``): a placeholder module that holds a slot in a sequence,
+    like ``nn.Identity()`` in an ``nn.Sequential`` (or a classifier head that was removed), so the
+    module paths of the layers after it stay as in the reference model.
+    """
+
+    name = "identity"
+    category = "reshape"
+    macs_rule = "zero"
+    torch_class = "Identity"
+    returns_view = True  # the output is the input tensor itself
+
+    def infer(self, a, ins):
+        return ins[0]
+
+    def build(self, a, ins, inplace=False):
+        from torch import nn
+        return nn.Identity()

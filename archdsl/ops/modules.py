@@ -335,3 +335,13 @@ class ShiftedWindowAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"window_size={self.window_size}, shift_size={self.shift_size}, num_heads={self.num_heads}"
                 + (", v2=True" if self.v2 else ""))
+
+
+def attention_dropout_p(p: float, training: bool) -> float:
+    """The attention dropout probability in force: ``p`` in training, 0 in eval (the `sdpa` op)."""
+    return p if training else 0.0
+
+
+def reshape_samples(x: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """Each sample of ``x`` reshaped to ``shape`` (``reshape(x, shape)`` in an expression)."""
+    return x.reshape([x.shape[0]] + shape)

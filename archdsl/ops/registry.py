@@ -10,13 +10,15 @@ An op declares
 * ``label``: the short text shown in diagrams and tables.
 
 Shapes never include the batch dimension: a feature map is ``(C, H, W)``, a flattened
-vector ``(F,)``, a token sequence ``(N, D)``. Dimension arguments such as ``flatten``'s
+vector ``(F,)``, a token sequence ``(N, D)``; the 1-D and 3-D layers take ``(C, L)`` sequences
+and ``(C, D, H, W)`` volumes. Dimension arguments such as ``flatten``'s
 ``start_dim`` or ``concat``'s ``dim`` count the batch dimension as torch does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Callable, ClassVar
 
 Shape = tuple[int, ...]
@@ -39,6 +41,45 @@ class ShapeError(Exception):
 
 class ArgTypeError(Exception):
     pass
+
+
+class _Batch(int):
+    """The batch dimension inside a full shape (ops with ``full_shapes``): an int equal to 1, so that
+    costs count batch 1, told apart from a real 1 by identity (``d is BATCH``)."""
+
+    def __repr__(self) -> str:
+        return "B"
+
+    __str__ = __repr__
+
+
+#: the batch dimension at position 0 of a batched tensor's full shape
+BATCH = _Batch(1)
+
+
+def is_batch(d) -> bool:
+    return d is BATCH
+
+
+def broadcast(op: str, shapes: list[Shape]) -> Shape:
+    """torch's broadcasting of full shapes; the batch broadcasts with itself or with a 1."""
+    rank = max(len(s) for s in shapes)
+    out = []
+    for k in range(rank):
+        dims = [s[len(s) - rank + k] for s in shapes if len(s) - rank + k >= 0]
+        if any(is_batch(d) for d in dims):
+            if any(not is_batch(d) and d != 1 for d in dims):
+                raise ShapeError(f"`{op}` cannot broadcast " + " with ".join(fmt_shape(s) for s in shapes) +
+                                 ": a tensor without the batch dim would span it", "shapes do not broadcast")
+            out.append(BATCH)
+            continue
+        big = {d for d in dims if d != 1}
+        if len(big) > 1:
+            raise ShapeError(f"`{op}` cannot broadcast " + " with ".join(fmt_shape(s) for s in shapes) +
+                             f": dim {k - rank} is " + " vs ".join(str(d) for d in dims),
+                             "shapes do not broadcast")
+        out.append(big.pop() if big else 1)
+    return tuple(out)
 
 
 # ------------------------------------------------------------------ argument types
@@ -94,21 +135,28 @@ def _bool(v):
     return v
 
 
-def _pair(elem):
+def _ntuple(elem, n: int):
+    """A converter accepting an int (repeated ``n`` times) or a list of ``n`` ints, each checked by ``elem``."""
+    what = f"an integer or a list of {n} integer{'s' if n != 1 else ''}"
+
     def convert(v):
         if isinstance(v, (list, tuple)):
-            if len(v) != 2:
-                raise ArgTypeError("an integer or a list of 2 integers")
+            if len(v) != n:
+                raise ArgTypeError(what)
             try:
-                return (elem(v[0]), elem(v[1]))
+                return tuple(elem(x) for x in v)
             except ArgTypeError:
-                raise ArgTypeError("an integer or a list of 2 integers") from None
+                raise ArgTypeError(what) from None
         try:
             x = elem(v)
         except ArgTypeError:
-            raise ArgTypeError("an integer or a list of 2 integers") from None
-        return (x, x)
+            raise ArgTypeError(what) from None
+        return (x,) * n
     return convert
+
+
+def _pair(elem):
+    return _ntuple(elem, 2)
 
 
 def _optional(t):
@@ -142,7 +190,31 @@ BOOL = ArgType("bool", _bool)
 POS_PAIR = ArgType("int or [int, int] (>= 1)", _pair(_pos_int))
 NONNEG_PAIR = ArgType("int or [int, int] (>= 0)", _pair(_nonneg_int))
 OPT_BOOL = ArgType("none or bool", _optional(_bool))
+OPT_FLOAT = ArgType("none or float", _optional(_float))
+OPT_INT = ArgType("none or int", _optional(_int))
 OPT_POS_PAIR = ArgType("none, int or [int, int] (>= 1)", _optional(_pair(_pos_int)))
+
+
+def _ints_name(n: int) -> str:
+    return "int or [" + ", ".join(["int"] * n) + "]"
+
+
+@cache
+def pos_ints(n: int) -> ArgType:
+    """An int or a list of ``n`` ints (one per spatial axis), all >= 1: ``POS_PAIR`` for ``n = 2``."""
+    return POS_PAIR if n == 2 else ArgType(f"{_ints_name(n)} (>= 1)", _ntuple(_pos_int, n))
+
+
+@cache
+def nonneg_ints(n: int) -> ArgType:
+    """An int or a list of ``n`` ints, all >= 0: ``NONNEG_PAIR`` for ``n = 2``."""
+    return NONNEG_PAIR if n == 2 else ArgType(f"{_ints_name(n)} (>= 0)", _ntuple(_nonneg_int, n))
+
+
+@cache
+def opt_pos_ints(n: int) -> ArgType:
+    """``none`` or :func:`pos_ints` ``(n)``: ``OPT_POS_PAIR`` for ``n = 2``."""
+    return OPT_POS_PAIR if n == 2 else ArgType(f"none, {_ints_name(n)} (>= 1)", _optional(_ntuple(_pos_int, n)))
 
 
 @dataclass(frozen=True)
@@ -193,6 +265,8 @@ class Op:
     args: ClassVar[tuple[Arg, ...]] = ()
     #: number of inputs; ``None`` for joins taking two or more.
     arity: ClassVar[int | None] = 1
+    #: the fewest inputs a join (``arity`` None) takes
+    min_inputs: ClassVar[int] = 1
     #: joins are applied as functions, not registered as modules.
     functional: ClassVar[bool] = False
     #: the op may overwrite its input when nothing else reads it (e.g. ReLU(inplace=True)).
@@ -214,6 +288,12 @@ class Op:
     direct_param: ClassVar[bool] = False
     #: the module is called with more than one argument or returns a tuple (``call``).
     custom_call: ClassVar[bool] = False
+    #: the shape rule, costs and layout see *full* shapes: a batched input as ``(BATCH, *shape)``, an
+    #: unbatched one (`parameter`, `buffer`) as its own shape; dims count as in torch. Other ops take
+    #: batched tensors only and see batch-free shapes.
+    full_shapes: ClassVar[bool] = False
+    #: a direct tensor (``direct_param``) is registered as a buffer, not a parameter
+    direct_buffer: ClassVar[bool] = False
 
     # shape rule ---------------------------------------------------------
     def infer(self, a: dict, ins: list[Shape]) -> Shape:
@@ -232,11 +312,12 @@ class Op:
     def window(self, a: dict, ins: list[Shape], layouts: list[str | None]) -> Window | str:
         """How an output position depends on input positions (receptive fields, ``archdsl summary``).
 
-        A :class:`Window` for sliding windows over CxHxW maps (conv, pooling); ``POINTWISE`` (the
+        A :class:`Window` for sliding windows over CxHxW maps (2-D conv, pooling); ``POINTWISE`` (the
         default) when each output position sees the same positions of the inputs (activations,
         norms, element-wise joins, per-token layers, reshapes); ``GLOBAL`` when an output element
         may see every input position (global pooling, a linear layer on a vector, attention);
-        ``UNDEFINED`` when there is no receptive field in the Distill sense (upsampling).
+        ``UNDEFINED`` when there is no receptive field in the Distill sense (upsampling), and for
+        the windows of 1-D and 3-D layers (receptive fields are tracked over height and width only).
         """
         return POINTWISE
 
@@ -245,9 +326,43 @@ class Op:
         """Return the ``nn.Module`` for this op (module ops)."""
         raise NotImplementedError
 
-    def emit(self, graph, a: dict, args: list, inplace: bool = False):
-        """Add this op to a ``torch.fx.Graph`` as a function call over ``args`` (functional ops)."""
-        raise NotImplementedError
+    def emit(self, graph, a: dict, args: list, inplace: bool = False, ins: list[Shape] | None = None):
+        """Add this op to a ``torch.fx.Graph`` as a function call over ``args`` (functional ops, and
+        module ops called as functions: ``relu(x)`` in an expression); ``ins``: the input shapes (as
+        :func:`hook_shapes` gives them). By default it calls :meth:`function`."""
+        fn, extra, kwargs = self.function(a)
+        return graph.call_function(fn, tuple(args) + tuple(extra), kwargs)
+
+    def function(self, a: dict):
+        """``(torch function, extra positional args, kwargs)`` computing this op on its inputs, for ops
+        that can be called as functions in expressions (``softmax(x, 1)``); None if it cannot."""
+        return None
+
+    def tensor_inputs(self) -> tuple[str, ...]:
+        """Names of the tensors the op reads, as its function form lists them (docs)."""
+        if self.arity is None:
+            return ("[a, b, ...]",)
+        return {0: (), 1: ("x",), 2: ("a", "b")}.get(self.arity, tuple(f"x{i}" for i in range(self.arity)))
+
+    @property
+    def callable_as_function(self) -> bool:
+        """Whether ``op(x, ...)`` in an expression may call the op as a function (no module)."""
+        return self.functional or (not self.param_names and not self.direct_param and
+                                   type(self).function is not Op.function)
+
+    def batch_fold(self, a: dict, ins: list[Shape], fold: int) -> int:
+        """How many items per sample the output's batch dim holds, given the inputs' (``fold``); only
+        `merge_batch` and `split_batch` change it."""
+        return fold
+
+    def check_inputs(self, a: dict, nodes: list) -> str | None:
+        """Refuse inputs (IR nodes) of the wrong dtype or content (ShapeError); return the output's dtype
+        (None: the model's floating type). By default every input must be floating."""
+        bad = next((n.dtype for n in nodes if n.dtype is not None), None)
+        if bad is not None:
+            raise ShapeError(f"`{self.name}` takes floating-point tensors, got a {bad} one", f"{bad} tensor",
+                             help="integer buffers are indices: use them with `index`")
+        return None
 
     def make_param(self, a: dict, ins: list[Shape]):
         """The initial value of a ``direct_param`` op's parameter (a tensor)."""
@@ -313,6 +428,15 @@ def _describe(v) -> str:
     return describe(v)
 
 
+def hook_shapes(op: Op, nodes) -> list[Shape]:
+    """The input shapes as ``op``'s hooks (``infer``, costs, ``build``, ``emit``) see them, from IR nodes:
+    full shapes (batch as :data:`BATCH`) for ``full_shapes`` ops, batch-free ones for the others (a layer
+    on a parameter or buffer treats its first dim as the batch)."""
+    if op.full_shapes:
+        return [((BATCH,) + tuple(n.shape)) if n.batched else tuple(n.shape) for n in nodes]
+    return [n.shape if n.batched else tuple(n.shape[1:]) for n in nodes]
+
+
 REGISTRY: dict[str, Op] = {}
 
 
@@ -334,7 +458,7 @@ def _load_ops() -> None:
     its own beforehand must not keep the others from loading."""
     global _loaded
     if not _loaded:
-        from . import activations, layers, structure, transformer  # noqa: F401
+        from . import activations, algebra, layers, structure, transformer  # noqa: F401
         _loaded = True
 
 
@@ -376,6 +500,15 @@ def expect_rank(op: str, x: Shape, rank: int, what: str) -> None:
 
 def fmt_shape(shape: Shape) -> str:
     return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def fmt_shapes(structure) -> str:
+    """A shape, or a tuple / dict of shapes (a model's several outputs): ``(8x4x4, 16x2x2)``, ``{out: ...}``."""
+    if isinstance(structure, dict):
+        return "{" + ", ".join(f"{k}: {fmt_shapes(v)}" for k, v in structure.items()) + "}"
+    if isinstance(structure, tuple) and structure and not isinstance(structure[0], int):
+        return "(" + ", ".join(fmt_shapes(v) for v in structure) + ")"
+    return fmt_shape(structure)
 
 
 def window_out(op: str, size: int, k: int, s: int, p: int, d: int, ceil_mode: bool, axis: str,

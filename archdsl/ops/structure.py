@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import math
 
+from .algebra import full_dim
 from .registry import (INT, INT_LIST, OPT_BOOL, POINTWISE, POS_INT, POS_PAIR, PROB, Arg, Op, ShapeError, Window,
-                       choice, fmt_shape, register)
+                       choice, fmt_shape, is_batch, register)
+
+
+def batched(shape) -> bool:
+    """Whether a full shape (``Op.full_shapes``) is a batched tensor's."""
+    return bool(shape) and is_batch(shape[0])
 
 
 def _dim(op: str, dim: int, rank: int, arg: str = "dim") -> int:
@@ -78,40 +84,6 @@ class Dropout(Op):
         return f"dropout {a['p']:g}"
 
 
-def _fold(graph, first, then, args):
-    """``then(...then(first(a0, a1), a2)..., an)`` as fx calls: an element-wise join of 2+ tensors."""
-    out = graph.call_function(first, (args[0], args[1]))
-    for more in args[2:]:
-        out = graph.call_function(then, (out, more))
-    return out
-
-
-@register
-class Add(Op):
-    """Element-wise sum of two or more tensors of the same shape (residual joins)."""
-
-    name = "add"
-    category = "join"
-    macs_rule = "zero"
-    arity = None
-    functional = True
-
-    def infer(self, a, ins):
-        first = ins[0]
-        for other in ins[1:]:
-            if other != first:
-                raise ShapeError(f"cannot add tensors of shapes {fmt_shape(first)} and {fmt_shape(other)}",
-                                 f"{fmt_shape(first)} vs {fmt_shape(other)}")
-        return first
-
-    def emit(self, graph, a, args, inplace=False):
-        import operator
-        return _fold(graph, operator.iadd if inplace else operator.add, operator.add, args)
-
-    def label(self, a):
-        return "+"
-
-
 @register
 class Concat(Op):
     """Concatenation of tensors along ``dim`` (``torch.cat``); all other dims must agree."""
@@ -136,7 +108,7 @@ class Concat(Op):
         # along the channels positions line up; along a map's height or width they shift
         return "pointwise" if len(ins[0]) != 3 or a["dim"] in (1, -3) else "undefined"
 
-    def emit(self, graph, a, args, inplace=False):
+    def emit(self, graph, a, args, inplace=False, ins=None):
         import torch
         return graph.call_function(torch.cat, (list(args),), {"dim": a["dim"]})
 
@@ -144,48 +116,12 @@ class Concat(Op):
         return "concat"
 
 
-def _broadcast(op: str, shapes) -> tuple[int, ...]:
-    """torch's broadcasting over batch-free shapes (trailing dims aligned)."""
-    rank = max(len(s) for s in shapes)
-    out = []
-    for i in range(-rank, 0):
-        dims = {s[i] for s in shapes if len(s) >= -i} - {1}
-        if len(dims) > 1:
-            raise ShapeError(f"cannot {op} tensors of shapes " + " and ".join(fmt_shape(s) for s in shapes),
-                             " vs ".join(fmt_shape(s) for s in shapes))
-        out.append(dims.pop() if dims else 1)
-    return tuple(out)
-
-
-@register
-class Mul(Op):
-    """Element-wise product with broadcasting (gates: ``x * se(x)``); first the weights, then the input."""
-
-    name = "mul"
-    category = "join"
-    macs_rule = "zero"
-    arity = None
-    functional = True
-
-    def infer(self, a, ins):
-        return _broadcast("multiply", ins)
-
-    def layout(self, a, ins, layouts, out):
-        return next((lay for s, lay in zip(ins, layouts) if s == out), None)
-
-    def emit(self, graph, a, args, inplace=False):
-        import operator
-        return _fold(graph, operator.mul, operator.mul, args)
-
-    def label(self, a):
-        return "x"
-
-
 @register
 class Permute(Op):
     """Reorder dimensions (torchvision's ``Permute``); ``dims`` count the batch as 0, which must stay first.
 
-    ``permute([0, 2, 3, 1])`` makes a CxHxW map channels-last (HxWxC), as in ConvNeXt blocks.
+    ``permute([0, 2, 3, 1])`` makes a CxHxW map channels-last (HxWxC), as in ConvNeXt blocks. As a
+    function, ``permute(t, dims)`` also reorders a parameter's or buffer's own dims.
     """
 
     name = "permute"
@@ -193,22 +129,34 @@ class Permute(Op):
     macs_rule = "zero"
     torch_class = "Permute"
     returns_view = True
+    full_shapes = True
     args = (Arg("dims", INT_LIST, doc="the new order of the dims, batch (0) first"),)
 
     def infer(self, a, ins):
-        dims = a["dims"]
-        if sorted(dims) != list(range(len(ins[0]) + 1)) or dims[0] != 0:
-            raise ShapeError(f"`permute` dims {list(dims)} are not an order of 0..{len(ins[0])} with the batch "
-                             f"dim 0 first, for a {fmt_shape(ins[0])} tensor", f"input is {fmt_shape(ins[0])}",
+        x, dims = ins[0], a["dims"]
+        if batched(x):
+            if sorted(dims) != list(range(len(x))) or dims[0] != 0:
+                shape = fmt_shape(tuple(x[1:]))
+                raise ShapeError(f"`permute` dims {list(dims)} are not an order of 0..{len(x) - 1} with the batch "
+                                 f"dim 0 first, for a {shape} tensor", f"input is {shape}", arg="dims")
+        elif sorted(dims) != list(range(len(x))):
+            raise ShapeError(f"`permute` dims {list(dims)} are not an order of 0..{len(x) - 1}, for a "
+                             f"{fmt_shape(tuple(x))} tensor without the batch dim", "not an order of its dims",
                              arg="dims")
-        return tuple(ins[0][d - 1] for d in dims[1:])
+        return tuple(x[d] for d in dims)
 
     def layout(self, a, ins, layouts, out):
-        return "".join(layouts[0][d - 1] for d in a["dims"][1:]) if layouts[0] else None
+        if not batched(ins[0]) or not layouts[0]:
+            return None
+        return "".join(layouts[0][d - 1] for d in a["dims"][1:])
 
     def build(self, a, ins, inplace=False):
         from .modules import Permute
         return Permute(list(a["dims"]))
+
+    def function(self, a):
+        import torch
+        return torch.permute, (list(a["dims"]),), {}
 
     def label(self, a):
         return "permute " + ",".join(str(d) for d in a["dims"])
@@ -216,30 +164,33 @@ class Permute(Op):
 
 @register
 class Reshape(Op):
-    """Reshape each sample to ``shape`` (batch excluded; one entry may be -1), like ``x.reshape(n, *shape)``."""
+    """Reshape each sample to ``shape`` (batch excluded; one entry may be -1), like ``x.reshape(n, *shape)``.
+    A parameter or buffer (no batch dim) is reshaped to ``shape`` as a whole."""
 
     name = "reshape"
     category = "reshape"
     macs_rule = "zero"
     torch_class = "Reshape"
     returns_view = True
+    full_shapes = True
     args = (Arg("shape", INT_LIST, doc="the new per-sample shape; one entry may be -1"),)
 
     def infer(self, a, ins):
-        shape, total = list(a["shape"]), math.prod(ins[0])
+        x = tuple(ins[0][1:]) if batched(ins[0]) else tuple(ins[0])
+        shape, total = list(a["shape"]), math.prod(x)
         if shape.count(-1) > 1 or any(d < -1 or d == 0 for d in shape):
             raise ShapeError(f"`reshape` shape {shape} must have positive sizes and at most one -1",
                              "invalid shape", arg="shape")
         known = math.prod(d for d in shape if d != -1)
         if -1 in shape:
             if total % known:
-                raise ShapeError(f"cannot reshape {fmt_shape(ins[0])} ({total} elements) to {shape}",
+                raise ShapeError(f"cannot reshape {fmt_shape(x)} ({total} elements) to {shape}",
                                  f"{total} is not divisible by {known}", arg="shape")
             shape[shape.index(-1)] = total // known
         elif known != total:
-            raise ShapeError(f"cannot reshape {fmt_shape(ins[0])} ({total} elements) to {fmt_shape(tuple(shape))} "
+            raise ShapeError(f"cannot reshape {fmt_shape(x)} ({total} elements) to {fmt_shape(tuple(shape))} "
                              f"({known} elements)", f"{known} != {total} elements", arg="shape")
-        return tuple(shape)
+        return ((ins[0][0],) if batched(ins[0]) else ()) + tuple(shape)
 
     def layout(self, a, ins, layouts, out):
         return None
@@ -247,6 +198,16 @@ class Reshape(Op):
     def build(self, a, ins, inplace=False):
         from .modules import Reshape
         return Reshape(list(a["shape"]))
+
+    def function(self, a):
+        return True  # emitted by `emit`, which needs to know whether the input has the batch dim
+
+    def emit(self, graph, a, args, inplace=False, ins=None):
+        import torch
+        from .modules import reshape_samples
+        if ins is not None and not batched(ins[0]):
+            return graph.call_function(torch.reshape, (args[0], list(a["shape"])))
+        return graph.call_function(reshape_samples, (args[0], list(a["shape"])))
 
     def label(self, a):
         return "reshape " + "x".join(str(d) for d in a["shape"])
@@ -261,20 +222,26 @@ class Select(Op):
     macs_rule = "zero"
     torch_class = "Select"
     returns_view = True
+    full_shapes = True
     args = (Arg("dim", INT, doc="the dim to index (batch is 0)"),
             Arg("index", INT, doc="the position along it (negative counts from the end)"))
 
     def infer(self, a, ins):
-        d = _dim(self.name, a["dim"], len(ins[0]))
-        size = ins[0][d]
+        x = tuple(ins[0])
+        d = full_dim(self.name, a["dim"], x)
+        size = x[d]
         if not -size <= a["index"] < size:
             raise ShapeError(f"`select` index {a['index']} is out of range for size {size}",
                              f"size {size}", arg="index")
-        return ins[0][:d] + ins[0][d + 1:]
+        return x[:d] + x[d + 1:]
 
     def build(self, a, ins, inplace=False):
         from .modules import Select
         return Select(a["dim"], a["index"])
+
+    def function(self, a):
+        import torch
+        return torch.select, (a["dim"], a["index"]), {}
 
     def label(self, a):
         return f"select [{a['dim']}] {a['index']}"
@@ -290,14 +257,15 @@ class Narrow(Op):
     macs_rule = "zero"
     torch_class = "Narrow"
     returns_view = True
+    full_shapes = True
     args = (Arg("dim", INT, doc="the dim to narrow (batch is 0)"),
             Arg("start", INT, doc="the first position kept (negative counts from the end)"),
             Arg("length", POS_INT, doc="how many positions are kept"))
 
-    def _span(self, a, ins) -> tuple[int, int]:
-        """The narrowed dim's index in the batch-free shape, and the start made non-negative."""
-        d = _dim(self.name, a["dim"], len(ins[0]))
-        size = ins[0][d]
+    def _span(self, a, x) -> tuple[int, int]:
+        """The narrowed dim's index in the full shape ``x``, and the start made non-negative."""
+        d = full_dim(self.name, a["dim"], x)
+        size = x[d]
         if not -size <= a["start"] < size:
             raise ShapeError(f"`narrow` start {a['start']} is out of range for size {size}",
                              f"size {size}", arg="start")
@@ -308,14 +276,17 @@ class Narrow(Op):
         return d, start
 
     def infer(self, a, ins):
-        d, _ = self._span(a, ins)
-        return ins[0][:d] + (a["length"],) + ins[0][d + 1:]
+        x = tuple(ins[0])
+        d, _ = self._span(a, x)
+        return x[:d] + (a["length"],) + x[d + 1:]
 
     def window(self, a, ins, layouts):
         # cropping a map's height or width shifts positions by `start`: a 1x1 window with negative padding
-        d, start = self._span(a, ins)
-        lay = layouts[0] if layouts[0] is not None or len(ins[0]) != 3 else "CHW"
-        axis = lay[d] if lay is not None else None
+        x = tuple(ins[0])
+        d, start = self._span(a, x)
+        per_sample = x[1:] if batched(x) else x
+        lay = layouts[0] if layouts[0] is not None or len(per_sample) != 3 else "CHW"
+        axis = lay[d - 1] if lay is not None and batched(x) else None
         if axis == "H":
             return Window((1, 1), (1, 1), (-start, 0))
         if axis == "W":
@@ -325,6 +296,10 @@ class Narrow(Op):
     def build(self, a, ins, inplace=False):
         from .modules import Narrow
         return Narrow(a["dim"], a["start"], a["length"])
+
+    def function(self, a):
+        import torch
+        return torch.narrow, (a["dim"], a["start"], a["length"]), {}
 
     def label(self, a):
         return f"narrow [{a['dim']}] {a['start']}:+{a['length']}"

@@ -102,7 +102,7 @@ class ClassToken(_DirectParam):
         import torch
         return torch.zeros(1, 1, ins[0][1])
 
-    def emit(self, graph, a, args, inplace=False):
+    def emit(self, graph, a, args, inplace=False, ins=None):
         import torch
         x, token = args
         n = graph.call_method("size", (x, 0))
@@ -134,7 +134,7 @@ class PosEmbedding(_DirectParam):
         import torch
         return torch.empty(1, *ins[0]).normal_(std=a["std"])
 
-    def emit(self, graph, a, args, inplace=False):
+    def emit(self, graph, a, args, inplace=False, ins=None):
         import operator
         return graph.call_function(operator.add, (args[0], args[1]))
 
@@ -175,7 +175,7 @@ class LayerScale(_DirectParam):
         import torch
         return torch.ones(*self._shape(ins)) * a["value"]
 
-    def emit(self, graph, a, args, inplace=False):
+    def emit(self, graph, a, args, inplace=False, ins=None):
         import operator
         return graph.call_function(operator.mul, (args[1], args[0]))
 

@@ -14,15 +14,21 @@ def inplace_nodes(graph: Graph) -> set[int]:
     memory shared with another tensor (flatten, dropout in eval).
     """
     consumers = graph.consumers()
+    returned = set(graph.output_ids())
     out: set[int] = set()
     for node in graph.ops():
         op = get_op(node.op)
-        if not (op.can_inplace or node.op == "add"):
+        if not (op.can_inplace or node.op == "add") or node.name is None and op.can_inplace:
+            continue  # activations called as functions (`relu(x)`) never run in place
+        if not node.inputs:
             continue
         src = node.inputs[0]
-        if src == INPUT_ID or len(consumers[src]) != 1:
+        if src == INPUT_ID or len(consumers[src]) != 1 or src in returned:
             continue
-        if get_op(graph.nodes[src].op).returns_view:
+        made_by = get_op(graph.nodes[src].op)
+        if made_by.returns_view or made_by.direct_param:
             continue
+        if node.op == "add" and (graph.nodes[src].shape != node.shape or not graph.nodes[src].batched):
+            continue  # `a += b` needs `a` to have the sum's shape (no broadcasting into it)
         out.add(node.id)
     return out

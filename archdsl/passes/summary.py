@@ -27,7 +27,8 @@ import math
 from dataclasses import dataclass, field
 
 from ..ir import INPUT_ID, Graph, Node
-from ..ops.registry import GLOBAL, MACS_FORMULA, MACS_ZERO, POINTWISE, UNDEFINED, Window, get_op
+from ..ops.registry import (GLOBAL, MACS_FORMULA, MACS_ZERO, POINTWISE, UNDEFINED, Window, fmt_shapes, get_op,
+                            hook_shapes)
 from .inplace import inplace_nodes
 
 __all__ = ["RF", "Row", "Summary", "summarize", "receptive_fields", "ITEMSIZE", "FORMAT_VERSION"]
@@ -68,8 +69,16 @@ class RF:
 INPUT_RF = RF((1, 1), (1, 1), (0, 0))
 
 
+#: the "receptive field" of a tensor that does not depend on the input (a parameter, a buffer)
+CONSTANT = "constant"
+
+
 def _union(states: list) -> RF | str:
-    """Receptive field where paths merge: GLOBAL wins, then UNDEFINED, else the union of the intervals."""
+    """Receptive field where paths merge: GLOBAL wins, then UNDEFINED, else the union of the intervals;
+    tensors that do not depend on the input (parameters) do not count."""
+    states = [s for s in states if s != CONSTANT]
+    if not states:
+        return CONSTANT
     if GLOBAL in states:
         return GLOBAL
     if UNDEFINED in states:
@@ -94,7 +103,10 @@ def receptive_fields(graph: Graph) -> dict[int, RF | str]:
         op = get_op(node.op)
         ins = [nodes[i] for i in node.inputs]
         seen = _union([out[i.id] for i in ins])
-        kind = op.window(node.attrs, [i.shape for i in ins], [getattr(i, "layout", None) for i in ins])
+        if seen == CONSTANT:
+            out[node.id] = CONSTANT
+            continue
+        kind = op.window(node.attrs, hook_shapes(op, ins), [getattr(i, "layout", None) for i in ins])
         if kind == GLOBAL or seen == GLOBAL:
             out[node.id] = GLOBAL
         elif kind == UNDEFINED or seen == UNDEFINED:
@@ -103,9 +115,11 @@ def receptive_fields(graph: Graph) -> dict[int, RF | str]:
             out[node.id] = seen.through(kind)
         elif kind == POINTWISE:
             # a one-input op declared pointwise that changes a map's height or width resamples it
-            x, maps = ins[0].shape, (None, "CHW")
-            resized = (len(ins) == 1 and len(x) == 3 and len(node.shape) == 3 and x[1:] != node.shape[1:]
-                       and getattr(ins[0], "layout", None) in maps and getattr(node, "layout", None) in maps)
+            live = [i for i in ins if out[i.id] != CONSTANT]
+            x, maps = live[0].shape, (None, "CHW")
+            resized = (len(live) == 1 and len(ins) == 1 and len(x) == 3 and len(node.shape) == 3
+                       and x[1:] != node.shape[1:] and getattr(live[0], "layout", None) in maps
+                       and getattr(node, "layout", None) in maps)
             out[node.id] = UNDEFINED if resized else seen
         else:
             raise ValueError(f"op {node.op}: window() returned {kind!r}")
@@ -166,15 +180,19 @@ def activation_memory(graph: Graph, itemsize: int) -> tuple[int, int]:
     size: dict[int, int] = {}         # allocating node -> bytes
     last: dict[int, int] = {}         # allocating node -> last node that reads or aliases it
     for node in graph.nodes.values():
-        if node.id != INPUT_ID and (node.id in inplace or get_op(node.op).returns_view):
+        op = get_op(node.op) if node.id != INPUT_ID else None
+        if op is not None and node.inputs and (node.id in inplace or op.returns_view):
             storage[node.id] = storage[node.inputs[0]]
         else:
             storage[node.id] = node.id
-            size[node.id] = math.prod(node.shape) * itemsize
+            # a parameter or buffer is not an activation
+            size[node.id] = 0 if op is not None and op.direct_param and not node.inputs \
+                else math.prod(node.shape) * itemsize * node.fold
         last[storage[node.id]] = node.id
         for i in node.inputs:
             last[storage[i]] = node.id
-    last[storage[graph.output]] = math.inf  # the result outlives the pass
+    for o in graph.output_ids():
+        last[storage[o]] = math.inf  # the results outlive the pass
     frees: dict[int, list[int]] = {}
     for s, n in last.items():
         frees.setdefault(n, []).append(s)
@@ -241,18 +259,35 @@ class Summary:
     depth: int | str
     rows: list[Row]
     totals: dict = field(default_factory=dict)
+    #: the shapes of every result, in the structure the model returns (a shape, a tuple or a dict)
+    output_shapes: object = None
 
     def to_dict(self) -> dict:
-        return {"format": "archdsl-summary", "version": FORMAT_VERSION, "model": self.model,
-                "input_shape": list(self.input_shape), "output_shape": list(self.output_shape),
-                "dtype": self.dtype, "depth": self.depth, "rows": [r.to_dict() for r in self.rows],
-                "totals": self.totals}
+        doc = {"format": "archdsl-summary", "version": FORMAT_VERSION, "model": self.model,
+               "input_shape": list(self.input_shape), "output_shape": list(self.output_shape),
+               "dtype": self.dtype, "depth": self.depth, "rows": [r.to_dict() for r in self.rows],
+               "totals": self.totals}
+        if self.output_shapes is not None and not _is_shape(self.output_shapes):
+            doc["output_shapes"] = _plain_shapes(self.output_shapes)
+        return doc
 
     def to_text(self) -> str:
         return render_text(self)
 
     def __str__(self) -> str:
         return self.to_text()
+
+
+def _is_shape(v) -> bool:
+    return isinstance(v, tuple) and all(isinstance(d, int) for d in v)
+
+
+def _plain_shapes(v):
+    if isinstance(v, dict):
+        return {k: _plain_shapes(x) for k, x in v.items()}
+    if _is_shape(v):
+        return list(v)
+    return [_plain_shapes(x) for x in v]
 
 
 def summarize(graph: Graph, depth: int | str | None = None, dtype: str = "float32") -> Summary:
@@ -321,7 +356,7 @@ def summarize(graph: Graph, depth: int | str | None = None, dtype: str = "float3
     visit("", 1)
     rows = [r for r in rows if isinstance(depth, str) or r.depth <= depth]
     return Summary(graph.name, graph.input_shape, graph.output_shape, dtype, depth, rows,
-                   _totals(graph, rf, dtype))
+                   _totals(graph, rf, dtype), graph.output_shapes)
 
 
 def _aggregate(graph: Graph) -> dict[str, tuple[int, int, int, int]]:
@@ -413,7 +448,8 @@ def render_text(s: Summary) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
 
     shape = lambda t: "x".join(map(str, t))  # noqa: E731
-    out = [f"{s.model}: input {shape(s.input_shape)} -> output {shape(s.output_shape)}   "
+    outputs = fmt_shapes(s.output_shapes) if s.output_shapes is not None else shape(s.output_shape)
+    out = [f"{s.model}: input {shape(s.input_shape)} -> output {outputs}   "
            f"(rows: {'depth ' if isinstance(s.depth, int) else ''}{s.depth}, {s.dtype})", ""]
     if body:
         out += [fmt(header), fmt(tuple("-" * w for w in widths))] + [fmt(r) for r in body] + [""]

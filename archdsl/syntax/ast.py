@@ -102,11 +102,16 @@ class Arg:
 
 @dataclass(frozen=True)
 class Call:
-    """`f(args)`: a built-in function in expressions; an op or block in statements."""
+    """`f(args)`: a built-in function, an op or a block; `f(args)(x, y)` applies it to the tensors given.
+
+    Without ``inputs`` an op or block call reads the current tensor; in an expression,
+    ``op(x, ...)`` with tensors as its leading arguments calls a parameter-free op as a function.
+    """
     func: str
     args: tuple[Arg, ...]
     span: Span
     func_span: Span
+    inputs: tuple[Arg, ...] | None = None
 
 
 Expr = Union[Literal, Name, InShape, ListExpr, ListComp, DictExpr, BinOp, UnaryOp, IfExpr, Index, Attr, Call]
@@ -124,26 +129,44 @@ class Label:
 
 @dataclass(frozen=True)
 class Let:
+    """`let a, b = value`: bind names (numbers, lists, tensors) for the statements after it.
+
+    ``value`` is an expression; or ``node`` (with an optional ``label``) is a statement whose
+    result is bound, read from the current tensor, which the let does not move. With
+    ``assign`` (`a = value`, no `let`) the nearest existing binding of the name is updated.
+    """
     name: str
-    value: Expr
+    value: "Expr | None"
     span: Span
+    targets: tuple[str, ...] = ()
+    node: "Node | None" = None
+    label: "Label | None" = None
+    assign: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.targets or (self.name,)
 
 
 @dataclass(frozen=True)
 class InitRule:
-    """`init conv2d.weight = kaiming_normal(...)` (by op) or `init "fc".weight = ...` (by path glob)."""
+    """`init conv2d.weight = kaiming_normal(...)` (by op) or `init "fc".weight = ...` (by path glob).
+
+    Without ``.param`` (``init "table" = trunc_normal(std = 0.02)``) the path names a tensor made
+    by `parameter` itself."""
     target: str
     by_path: bool
-    param: str
+    param: str | None
     call: Call
     span: Span
 
 
 @dataclass(frozen=True)
 class Seq:
-    """`seq { ... }`: a sub-module whose statements run in order."""
+    """`seq { ... }`: a sub-module whose statements run in order; `seq { ... }(x)` reads ``x``."""
     body: tuple["Stmt", ...]
     span: Span
+    inputs: tuple[Arg, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +186,7 @@ class Residual:
     shortcut_cond: Expr | None
     span: Span
     shortcut_span: Span | None
+    cond: Expr | None = None   # `residual if c { }`: without a residual at all when c is false
 
 
 @dataclass(frozen=True)
@@ -188,8 +212,25 @@ class Pass:
 
 @dataclass(frozen=True)
 class From:
-    """`from name`: continue from (or, in `concat`, branch from) the tensor saved by `tap name`."""
-    label: Label
+    """`from x`: continue from (or, in `concat`, branch from) a tensor: one saved by `tap name`
+    (``label``), or any tensor expression (``expr``: a named tensor, `a + b`, ...)."""
+    label: Label | None
+    span: Span
+    expr: Expr | None = None
+
+
+@dataclass(frozen=True)
+class Return:
+    """`return value`: the block's (or model's) result: a tensor, a list or a dict of tensors."""
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Inline:
+    """`inline Block(args)`: the block's statements become the enclosing module's own children
+    (no sub-module), as a family reuses its trunk: `inline ResNetTrunk(...)`."""
+    call: Call
     span: Span
 
 
@@ -208,7 +249,7 @@ class If:
     span: Span
 
 
-Node = Union[Call, Seq, For, Residual, Concat, Gate, Pass, From]
+Node = Union[Call, Seq, For, Residual, Concat, Gate, Pass, From, Inline]
 
 
 @dataclass(frozen=True)
@@ -218,7 +259,8 @@ class Labelled:
     span: Span
 
 
-Stmt = Union[Let, InitRule, Labelled, Call, Seq, For, Residual, Concat, Gate, Pass, From, Tap, If]
+Stmt = Union[Let, InitRule, Labelled, Call, Seq, For, Residual, Concat, Gate, Pass, From, Tap, If, Return,
+             Inline]
 
 # ---------------------------------------------------------------- declarations
 
@@ -239,10 +281,12 @@ class Use:
 
 @dataclass(frozen=True)
 class BlockDecl:
+    """`block Name(params)(inputs) { body }`; ``inputs`` None: the block reads the current tensor."""
     name: str
     params: tuple[Param, ...]
     body: tuple[Stmt, ...]
     span: Span
+    inputs: tuple[Param, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from . import ast
 
 KEYWORDS = ("use", "let", "block", "model", "input", "init", "seq", "for", "in", "residual",
             "shortcut", "concat", "if", "elif", "else", "then", "and", "or", "not", "true",
-            "false", "none", "gate", "pass", "tap", "from")
+            "false", "none", "gate", "pass", "tap", "from", "return", "inline")
 
 _TERMINAL_WORDS = {
     "NAME": "a name",
@@ -118,13 +118,37 @@ class _ToAst(Transformer):
     def use_decl(self, meta, c):
         return ast.Use(_unescape(c[0]), self._span(meta))
 
+    def _bound(self, targets, value, span, assign=False):
+        if isinstance(value, ast.Labelled):
+            return ast.Let(targets[0], None, span, targets, value.node, value.label, assign)
+        if isinstance(value, (ast.Seq, ast.For, ast.Residual, ast.Concat, ast.Gate, ast.Inline)):
+            return ast.Let(targets[0], None, span, targets, value, None, assign)
+        return ast.Let(targets[0], value, span, targets if len(targets) > 1 else (), None, None, assign)
+
     @v_args(meta=True)
     def let_decl(self, meta, c):
-        return ast.Let(str(c[0]), c[1], self._span(meta))
+        return self._bound(c[0], c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def assign_stmt(self, meta, c):
+        return self._bound((str(c[0]),), c[1], self._span(meta), assign=True)
+
+    @v_args(meta=True)
+    def return_stmt(self, meta, c):
+        return ast.Return(c[0], self._span(meta))
+
+    @v_args(meta=True)
+    def inline_node(self, meta, c):
+        return ast.Inline(c[0], self._span(meta))
 
     @v_args(meta=True)
     def block_decl(self, meta, c):
-        return ast.BlockDecl(str(c[0]), c[1] or (), c[2], self._span(meta))
+        return ast.BlockDecl(str(c[0]), c[1] or (), c[3], self._span(meta), c[2])
+
+    @v_args(meta=True)
+    def block_inputs(self, meta, c):
+        toks = [t for t in c if t is not None]
+        return tuple(ast.Param(str(t), "tensor", None, self._tspan(t)) for t in toks)
 
     @v_args(meta=True)
     def model_alias(self, meta, c):
@@ -160,8 +184,8 @@ class _ToAst(Transformer):
     def init_stmt(self, meta, c):
         target, param, call = c
         by_path = target.type == "STRING"
-        return ast.InitRule(_unescape(target) if by_path else str(target), by_path, str(param), call,
-                            self._span(meta))
+        return ast.InitRule(_unescape(target) if by_path else str(target), by_path,
+                            str(param) if param is not None else None, call, self._span(meta))
 
     @v_args(meta=True)
     def labelled(self, meta, c):
@@ -176,7 +200,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def seq_node(self, meta, c):
-        return ast.Seq(c[0], self._span(meta))
+        return ast.Seq(c[0], self._span(meta), c[1])
 
     @v_args(meta=True)
     def for_node(self, meta, c):
@@ -187,11 +211,14 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def residual_node(self, meta, c):
-        body, short = c
+        cond, body, short = c
         if short is None:
-            return ast.Residual(body, None, None, self._span(meta), None)
-        cond, sbody, sspan = short
-        return ast.Residual(body, sbody, cond, self._span(meta), sspan)
+            return ast.Residual(body, None, None, self._span(meta), None, cond)
+        scond, sbody, sspan = short
+        return ast.Residual(body, sbody, scond, self._span(meta), sspan, cond)
+
+    def residual_if(self, c):
+        return c[0]
 
     @v_args(meta=True)
     def shortcut(self, meta, c):
@@ -211,7 +238,12 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def from_node(self, meta, c):
-        return ast.From(c[0], self._span(meta))
+        e = c[0]
+        if isinstance(e, ast.Literal) and isinstance(e.value, str):  # `from "skip{i}"`: a tap (template)
+            return ast.From(ast.Label(e.value, True, e.span), self._span(meta))
+        if isinstance(e, ast.Name):  # a tap, or else a named tensor
+            return ast.From(ast.Label(e.id, False, e.span), self._span(meta), e)
+        return ast.From(None, self._span(meta), e)
 
     @v_args(meta=True)
     def tap_stmt(self, meta, c):
@@ -315,7 +347,10 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def call(self, meta, c):
-        return ast.Call(str(c[0]), c[1] or (), self._span(meta), self._tspan(c[0]))
+        return ast.Call(str(c[0]), c[1] or (), self._span(meta), self._tspan(c[0]), c[2])
+
+    def call_inputs(self, c):
+        return c[0] or ()
 
     def args(self, c):
         return tuple(c)
