@@ -340,19 +340,46 @@ def test_conv_macs_formula():
     ("adaptive_maxpool2d", {"output_size": 2}, (8,), "expects a CxHxW"),
     ("adaptive_maxpool3d", {"output_size": 2}, (5, 8), "expects a CxDxHxW"),
     ("groupnorm", {"num_groups": 4}, (6, 4, 4), "not divisible by num_groups"),
+    ("softmax", {"dim": 3}, (3, 4), "out of range"),
+    ("mean", {"dim": [0]}, (3, 4), "is the batch dimension"),
+    ("stack", {"dim": 4}, (3, 4), "out of range"),
+    ("transpose", {"dim0": 0, "dim1": 1}, (3, 4), "is the batch dimension"),
+    ("roll", {"shifts": [1], "dims": [5]}, (3, 4), "out of range"),
+    ("pad", {"pad": [1, 1, 1, 1, 1, 1]}, (3, 4), "pads 3 dims of a tensor with 2"),
+    ("split_batch", {"n": 2}, U((3, 4)), "needs a batched tensor"),
+    ("normalize", {"dim": 3}, (3, 4), "out of range"),
 ])
 def test_shape_rule_rejects(name, kwargs, shape, needle):
     op = all_ops()[name]
     with pytest.raises(ShapeError, match=needle):
         attrs = _resolve(op, kwargs)
-        op.check_layout(attrs, [shape], _layouts([shape]))
-        op.infer(attrs, [shape])
+        op.check_layout(attrs, hook(op, [shape]), _layouts([shape]))
+        op.infer(attrs, hook(op, [shape]))
     # torch accepts some inputs we reject on purpose: Linear/LayerNorm act on a map's width, attention
     # runs on a 4-d tensor, and permute may move the batch dim
+    # (transpose and mean may also use the batch dim in torch; split_batch of an unbatched tensor,
+    # pad of the batch dim run there too)
     if (name, shape) not in {("linear", (3, 4, 4)), ("layernorm", (3, 4, 4)), ("mha", (3, 4, 4)),
-                             ("permute", (3, 4))}:
+                             ("permute", (3, 4)), ("mean", (3, 4)), ("transpose", (3, 4)),
+                             ("split_batch", (3, 4)), ("pad", (3, 4))}:
         with pytest.raises(Exception):  # torch agrees that this input is invalid
             _run_torch(op, _resolve(op, kwargs), [shape])
+
+
+def test_matmul_and_sdpa_shape_errors():
+    from archdsl.ops.registry import BATCH
+    with pytest.raises(ShapeError, match="inner dims differ"):
+        all_ops()["matmul"].infer({}, [(BATCH, 3, 4), (BATCH, 5, 6)])
+    with pytest.raises(ShapeError, match="cannot broadcast"):
+        all_ops()["matmul"].infer({}, [(BATCH, 2, 3, 4), (BATCH, 3, 4, 6)])
+    sdpa = all_ops()["sdpa"]
+    attrs = _resolve(sdpa, {})
+    with pytest.raises(ShapeError, match="q and k dims differ"):
+        sdpa.infer(attrs, [(BATCH, 5, 4), (BATCH, 5, 3), (BATCH, 5, 3)])
+    with pytest.raises(ShapeError, match="different token counts"):
+        sdpa.infer(attrs, [(BATCH, 5, 4), (BATCH, 6, 4), (BATCH, 5, 4)])
+    with pytest.raises(ShapeError, match="does not broadcast to the scores"):
+        sdpa.infer(attrs, [(BATCH, 5, 4), (BATCH, 6, 4), (BATCH, 6, 4), (5, 5)])
 
 
 def test_join_shape_errors():

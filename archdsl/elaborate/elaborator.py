@@ -88,7 +88,24 @@ class Elaborator:
         if d.span is not None and key in self._spans_reported:
             return
         self._spans_reported.add(key)
-        self.diag.add(d)
+        self.diag.add(self._with_call_site(d))
+
+    def _with_call_site(self, d: Diagnostic) -> Diagnostic:
+        """An error inside a block's body also says which call of the block it comes from (a library
+        block is called from many places): the innermost call in another file, or else the innermost."""
+        if not self._calls or d.span is None:
+            return d
+        calls = [sp for _, sp in self._calls if sp is not None]
+        if not calls or any(sp.location == d.span.location for sp in calls):
+            return d
+        other = [sp for sp in calls if sp.source.name != d.span.source.name]
+        site = (other or calls)[-1]
+        name = next(n for n, sp in self._calls if sp is site)
+        note = f"in `{name}`, called at {site.location}"
+        if any(note == n for n in d.notes):
+            return d
+        import dataclasses
+        return dataclasses.replace(d, notes=tuple(d.notes) + (note,))
 
     def err(self, message, span, label="", help=None, notes=()):
         self.error(Diagnostic(message, span, label, help, tuple(notes)))
@@ -671,9 +688,12 @@ class Elaborator:
             raise EvalError(Diagnostic(f"{what} joins several tensors: call it as a function, "
                                        f"`{target.name}(a, b, ...)`", call.span, "not a module"))
         if len(values) != want:
-            names = ", ".join(p.name for p in declared) if declared is not None else "one tensor"
-            raise EvalError(Diagnostic(f"{what} is applied to {want} tensor{'s' if want != 1 else ''} ({names}), "
-                                       f"got {len(values)}", call.span, f"{len(values)} given"))
+            if declared is None:
+                message = f"{what} reads one tensor, got {len(values)}"
+            else:
+                names = ", ".join(p.name for p in declared)
+                message = f"{what} takes {want} tensor{'s' if want != 1 else ''} ({names}), got {len(values)}"
+            raise EvalError(Diagnostic(message, call.span, f"{len(values)} given"))
         for (v, sp), k in zip(values, range(want)):
             ok = isinstance(v, TensorValue) or (declared is not None and _all_tensors(v))
             if not ok:

@@ -32,8 +32,12 @@ def full_dim(op: str, dim: int, shape, arg: str = "dim", extra: int = 0) -> int:
     d = dim + rank if dim < 0 else dim
     batched = bool(shape) and is_batch(shape[0])
     low = 1 if batched else 0
+    if d == 0 and batched:
+        raise ShapeError(f"`{op}` {arg} = {dim} is the batch dimension, which cannot be used here",
+                         f"{arg} = {dim} is the batch", arg=arg,
+                         help="dims count the batch as 0, as torch does: the first dim of each sample is 1")
     if not low <= d < rank:
-        where = " (batch included); the batch dimension 0 cannot be used" if batched else ""
+        where = " (batch included)" if batched else ""
         raise ShapeError(f"`{op}` {arg} = {dim} is out of range for a tensor of {rank - extra} dims{where}",
                          f"{arg} = {dim}", arg=arg)
     return d
