@@ -57,6 +57,7 @@ class Node:
     batched: bool = True       # the output has the implicit batch dim (false: `parameter`, `buffer`)
     dtype: str | None = None   # the output's dtype when it is not the model's floating type ("int64")
     fold: int = 1              # items per sample in the batch dim (windows merged into it by `merge_batch`)
+    tensor_name: str | None = None  # the name a `let` gave this tensor (diagrams label its edges with it)
 
     @property
     def path(self) -> str | None:
@@ -192,7 +193,8 @@ class Graph:
                  "inputs": list(n.inputs), "shape": list(n.shape) if n.shape else None,
                  "params": n.params, "macs": n.macs, "span": span(n.span),
                  **({} if n.batched else {"batched": False}), **({"dtype": n.dtype} if n.dtype else {}),
-                 **({"fold": n.fold} if n.fold != 1 else {})}
+                 **({"fold": n.fold} if n.fold != 1 else {}),
+                 **({"tensor": n.tensor_name} if n.tensor_name else {})}
                 for n in self.nodes.values()
             ],
             "modules": [

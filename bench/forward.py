@@ -4,7 +4,8 @@ What is measured
 ----------------
 For each model (``--models``) and batch size (``--batches``):
 
-* ``ours`` is ``archdsl.load_spec(specs/<model>.arch).build()``; ``tv`` is
+* ``ours`` is ``archdsl.load_spec(specs/<model>.arch).build()`` (with the model parameters
+  ``MODELS`` gives, e.g. ``swin_t_lib``: swin_t with ``library_attention = true``); ``tv`` is
   ``torchvision.models.<model>()``. torchvision's (randomly initialised) ``state_dict`` is
   loaded into ours with ``strict=True``, so both compute the same function; the outputs
   are compared once (``maxdiff`` column) as a sanity check.
@@ -31,6 +32,7 @@ Usage (from the repository root)::
 
     python bench/forward.py
     python bench/forward.py --models resnet50 --batches 1 --reps 50 --threads 1
+    python bench/forward.py --models swin_t,swin_t_lib --batches 1,8
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-# name -> (spec file relative to the repo root, torchvision.models constructor name).
-# Add models here; missing spec files are skipped with a note.
-MODELS: dict[str, tuple[str, str]] = {
+# name -> (spec file relative to the repo root, torchvision.models constructor name[, spec
+# overrides]): the overrides are load_spec keyword arguments (model parameters), e.g. the same
+# spec with another implementation of a block. Add models here; missing spec files are skipped
+# with a note.
+MODELS: dict[str, tuple] = {
     "resnet18": ("specs/resnet18.arch", "resnet18"),
     "resnet34": ("specs/resnet34.arch", "resnet34"),
     "resnet50": ("specs/resnet50.arch", "resnet50"),
@@ -67,6 +71,14 @@ MODELS: dict[str, tuple[str, str]] = {
     "convnext_tiny": ("specs/convnext_tiny.arch", "convnext_tiny"),
     "densenet121": ("specs/densenet121.arch", "densenet121"),
     "vit_b_16": ("specs/vit_b_16.arch", "vit_b_16"),
+    # ViT-B/16 with nn.MultiheadAttention written in the language (specs/lib/attention.arch)
+    "vit_b_16_lib": ("specs/vit_b_16.arch", "vit_b_16", {"library_attention": True}),
+    "swin_t": ("specs/swin_t.arch", "swin_t"),
+    # Swin-T with the attention written in the language (specs/lib/swin_attention.arch) instead of
+    # the `shifted_window_attention` op
+    "swin_t_lib": ("specs/swin_t.arch", "swin_t", {"library_attention": True}),
+    "swin_v2_t": ("specs/swin_v2_t.arch", "swin_v2_t"),
+    "swin_v2_t_lib": ("specs/swin_v2_t.arch", "swin_v2_t", {"library_attention": True}),
 }
 
 DEFAULT_MODELS = ["resnet50", "resnet18", "vgg16"]
@@ -115,13 +127,14 @@ def build_pair(name, tv):
     """(ours, tv_model, input_shape) with tv's weights loaded into ours, or a skip reason (str)."""
     import archdsl
     from archdsl.testing import torchvision_model
-    spec_path, ctor = MODELS.get(name, (f"specs/{name}.arch", name))
+    spec_path, ctor, *rest = MODELS.get(name, (f"specs/{name}.arch", name))
+    overrides = rest[0] if rest else {}
     full = os.path.join(ROOT, spec_path)
     if not os.path.exists(full):
         return f"no spec file {spec_path}"
     if not hasattr(tv.models, ctor):
         return f"torchvision has no models.{ctor}"
-    spec = archdsl.load_spec(full)
+    spec = archdsl.load_spec(full, **overrides)
     ours = spec.build()
     ref = torchvision_model(ctor)
     ours.load_state_dict(ref.state_dict(), strict=True)

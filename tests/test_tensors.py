@@ -394,6 +394,11 @@ def test_tensor_diagnostics(body, needle, line):
     one_error(f"model m input 3x4x4 {{\n{body}\n}}", needle, line)
 
 
+def test_a_tensor_used_before_its_let_says_where_it_is_bound():
+    d = one_error("model m input 3x4x4 {\nfrom y + in\nlet y = conv2d(3, 1)\n}", "unknown name `y`", 2)
+    assert any("`y` is bound later, at <string>:3:1" in n for n in d.notes)
+
+
 def test_block_input_diagnostics():
     one_error(FUSE + "model m input 4x8x8 { Fuse(4)(in) }", "takes 2 tensors (hi, lo), got 1")
     one_error(FUSE + "model m input 4x8x8 { Fuse(4)(in, 3) }", "input 2 of block `Fuse` must be a tensor")

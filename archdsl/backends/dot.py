@@ -641,8 +641,11 @@ def _emit(view: View, rankdir: str, columns: int | None) -> graphviz.Digraph:
 
     for (a, b), tensor in view.edges.items():
         attrs = {"tooltip": _tooltip(fmt_shape(g.nodes[tensor].shape))}
+        named = g.nodes[tensor].tensor_name if tensor in g.nodes else None
         if (a, b) in view.edge_labels:
             attrs.update(label=_tooltip(view.edge_labels[(a, b)]), fontname=FONT, fontsize="9")
+        elif named:  # a tensor the spec named with `let`: its edges carry the name
+            attrs.update(label=_tooltip(named), fontname=FONT, fontsize="9", fontcolor="#5b4a9e")
         if band[a] != band[b]:
             attrs.update(constraint="false", style="dashed", color="#8a8a8a")
         dot.edge(a, b, **attrs)

@@ -291,11 +291,11 @@ class Elaborator:
 
     # ------------------------------------------------------------ statements
     def run_body(self, stmts, scope: Scope, env: Env, cur: int, fan: _Fan | None = None) -> int:
-        for st in stmts:
+        for k, st in enumerate(stmts):
             try:
                 cur = self.run_stmt(st, scope, env, cur, fan)
             except EvalError as e:
-                self.error(e.diagnostic)
+                self.error(_bound_later(e.diagnostic, stmts[k + 1:]))
                 cur = POISON if fan is None else cur
             except Poisoned:
                 cur = POISON if fan is None else cur
@@ -402,6 +402,9 @@ class Elaborator:
             self._bind(env, n, v, st)
             if isinstance(v, TensorValue):
                 self._named.append((n, v.node, st.span))
+                node = self.nodes.get(v.node)
+                if node is not None and node.tensor_name is None and v.node != INPUT_ID:
+                    node.tensor_name = n
 
     def _unbind(self, t: TensorValue, n: int, st: ast.Let, scope: Scope) -> tuple:
         """`let q, k, v = qkv`: a tensor unpacks along its first dim (after the batch), as in Python."""
@@ -1290,6 +1293,44 @@ class Elaborator:
 
 def render_value(v) -> str:
     return render(v)
+
+
+def _bound_later(d: Diagnostic, rest) -> Diagnostic:
+    """An unknown name that a later `let` of the same body binds: say so (values exist only after
+    their `let`, which is also why the data flow can have no cycle)."""
+    m = re.match(r"unknown name `([A-Za-z_][A-Za-z_0-9]*)`", d.message)
+    if not m:
+        return d
+    name = m.group(1)
+
+    def find(stmts):
+        for st in stmts:
+            if isinstance(st, ast.Let) and name in st.names and not st.assign:
+                return st
+            for body in _bodies(st):
+                hit = find(body)
+                if hit is not None:
+                    return hit
+        return None
+
+    later = find(rest)
+    if later is None:
+        return d
+    import dataclasses
+    return dataclasses.replace(d, notes=tuple(d.notes) + (
+        f"`{name}` is bound later, at {later.span.location}: a value exists only after its `let`",))
+
+
+def _bodies(st):
+    """The statement lists nested in a statement (if/for/seq bodies, ...)."""
+    node = st.node if isinstance(st, (ast.Labelled, ast.Let)) and getattr(st, "node", None) is not None else st
+    if isinstance(node, ast.If):
+        return [b for _, b in node.branches] + ([node.otherwise] if node.otherwise else [])
+    if isinstance(node, (ast.Seq, ast.For, ast.Concat, ast.Gate)):
+        return [node.body]
+    if isinstance(node, ast.Residual):
+        return [node.body] + ([node.shortcut] if node.shortcut else [])
+    return []
 
 
 def _leaves(structure):

@@ -79,17 +79,20 @@ class Narrow(nn.Module):
 
 
 class Interpolate(nn.Module):
-    """``F.interpolate(x, size=..., mode=...)``."""
+    """``F.interpolate(x, size=..., mode=...)`` (or ``scale_factor=...``, as ``nn.Upsample``)."""
 
-    def __init__(self, size, mode: str = "nearest", align_corners: bool | None = None):
+    def __init__(self, size, mode: str = "nearest", align_corners: bool | None = None,
+                 scale_factor: float | None = None):
         super().__init__()
-        self.size, self.mode, self.align_corners = size, mode, align_corners
+        self.size, self.mode, self.align_corners, self.scale_factor = size, mode, align_corners, scale_factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, size=self.size, mode=self.mode, align_corners=self.align_corners)
+        return F.interpolate(x, size=self.size, scale_factor=self.scale_factor, mode=self.mode,
+                             align_corners=self.align_corners)
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, mode={self.mode!r}"
+        what = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
+        return f"{what}, mode={self.mode!r}"
 
 
 class StochasticDepth(nn.Module):

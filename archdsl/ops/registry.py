@@ -191,6 +191,16 @@ POS_PAIR = ArgType("int or [int, int] (>= 1)", _pair(_pos_int))
 NONNEG_PAIR = ArgType("int or [int, int] (>= 0)", _pair(_nonneg_int))
 OPT_BOOL = ArgType("none or bool", _optional(_bool))
 OPT_FLOAT = ArgType("none or float", _optional(_float))
+
+
+def _pos_float(v):
+    v = _float(v)
+    if not v > 0:
+        raise ArgTypeError("a positive number")
+    return v
+
+
+OPT_POS_FLOAT = ArgType("none or float > 0", _optional(_pos_float))
 OPT_INT = ArgType("none or int", _optional(_int))
 OPT_POS_PAIR = ArgType("none, int or [int, int] (>= 1)", _optional(_pair(_pos_int)))
 
@@ -450,25 +460,13 @@ def register(cls: type[Op]) -> type[Op]:
     return cls
 
 
-_loaded = False
-
-
-def _load_ops() -> None:
-    """Import every op module once (registration is their side effect); a module imported on
-    its own beforehand must not keep the others from loading."""
-    global _loaded
-    if not _loaded:
-        from . import activations, algebra, layers, structure, transformer  # noqa: F401
-        _loaded = True
-
-
 def get_op(name: str) -> Op | None:
-    _load_ops()
+    """The registered op ``name`` (every op module is loaded by :mod:`archdsl.ops`), or None."""
     return REGISTRY.get(name)
 
 
 def all_ops() -> dict[str, Op]:
-    _load_ops()
+    """Every registered op, by name."""
     return dict(REGISTRY)
 
 

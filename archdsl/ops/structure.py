@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from .algebra import full_dim
-from .registry import (INT, INT_LIST, OPT_BOOL, POINTWISE, POS_INT, POS_PAIR, PROB, Arg, Op, ShapeError, Window,
-                       choice, fmt_shape, is_batch, register)
+from .registry import (INT, INT_LIST, OPT_BOOL, OPT_POS_FLOAT, OPT_POS_PAIR, POINTWISE, POS_INT, PROB,
+                       Arg, Op, ShapeError, Window, choice, fmt_shape, is_batch, register)
 
 
 def batched(shape) -> bool:
@@ -344,16 +344,18 @@ class PatchMerge(Op):
 
 @register
 class Interpolate(Op):
-    """Resize a CxHxW map to ``size`` (``F.interpolate``); U-Net's resize when a skip's size differs."""
+    """Resize a CxHxW map (``F.interpolate``) to ``size``, or by ``scale_factor`` as ``nn.Upsample(scale_factor=s)``
+    does (output size ``floor(H * s)``); U-Net's resize when a skip's size differs, HRNet's upsampling."""
 
     name = "interpolate"
     category = "reshape"
     macs_rule = "zero"
     torch_class = "Interpolate"
-    args = (Arg("size", POS_PAIR, doc="output height and width"),
+    args = (Arg("size", OPT_POS_PAIR, None, "output height and width (or give scale_factor)"),
             Arg("mode", choice("nearest", "bilinear", "bicubic", "area", "nearest-exact"), "nearest",
                 "interpolation algorithm"),
-            Arg("align_corners", OPT_BOOL, None, "for bilinear/bicubic: align the corner pixels"))
+            Arg("align_corners", OPT_BOOL, None, "for bilinear/bicubic: align the corner pixels"),
+            Arg("scale_factor", OPT_POS_FLOAT, None, "multiplies the height and width (instead of size)"))
 
     def infer(self, a, ins):
         if len(ins[0]) != 3:
@@ -362,16 +364,28 @@ class Interpolate(Op):
         if a["align_corners"] is not None and a["mode"] not in ("bilinear", "bicubic"):
             raise ShapeError(f"`align_corners` only applies to bilinear and bicubic modes, not {a['mode']!r}",
                              "remove it", arg="align_corners")
-        return (ins[0][0],) + a["size"]
+        if (a["size"] is None) == (a["scale_factor"] is None):
+            raise ShapeError("`interpolate` takes either `size` or `scale_factor`", "give one of them",
+                             arg="size" if a["size"] is not None else None)
+        if a["size"] is not None:
+            return (ins[0][0],) + a["size"]
+        out = tuple(math.floor(d * a["scale_factor"]) for d in ins[0][1:])
+        if min(out) < 1:
+            raise ShapeError(f"`interpolate` by {a['scale_factor']:g} makes a {fmt_shape(ins[0])} map empty",
+                             "output size 0", arg="scale_factor")
+        return (ins[0][0],) + out
 
     def window(self, a, ins, layouts):
         return "undefined"  # resampling: no receptive field in the Distill sense
 
     def build(self, a, ins, inplace=False):
         from .modules import Interpolate
-        return Interpolate(list(a["size"]), a["mode"], a["align_corners"])
+        size = list(a["size"]) if a["size"] is not None else None
+        return Interpolate(size, a["mode"], a["align_corners"], a["scale_factor"])
 
     def label(self, a):
+        if a["size"] is None:
+            return f"resize x{a['scale_factor']:g} {a['mode']}"
         return f"resize {a['size'][0]}x{a['size'][1]} {a['mode']}"
 
 
