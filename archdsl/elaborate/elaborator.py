@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..diagnostics import Collector, Diagnostic, Span, SpecError, did_you_mean
-from ..ir import INPUT_ID, Graph, InitRule, Node, Scope
+from ..ir import INPUT_ID, Graph, InitRule, Node, Scope, flatten_outputs
 from ..ops.init import INIT_FUNCS
 from ..ops.registry import BATCH, Op, ShapeError, all_ops, fmt_shape, get_op, is_batch
 from ..syntax import ast
@@ -140,13 +140,13 @@ class Elaborator:
         outputs = out
         if frame.returned:
             outputs = self._result_ids(frame.result)
-            out = next(iter(_leaves(outputs)), POISON) if outputs is not None else POISON
+            out = next(iter(flatten_outputs(outputs)), POISON) if outputs is not None else POISON
         elif out == NO_FLOW:
             self.err(f"model `{decl.name}` computes no output", decl.span, "no `return` and no current tensor")
             out = POISON
         root.output = out
         if outputs is not None:
-            for nid in _leaves(outputs):
+            for nid in flatten_outputs(outputs):
                 if nid in self.nodes and self.nodes[nid].fold != 1:
                     self.err(f"the model's result still has {self.nodes[nid].fold} items per sample merged into "
                              "the batch", frame.return_span or decl.span, "from `merge_batch`",
@@ -646,13 +646,7 @@ class Elaborator:
         if not isinstance(target, (OpRef, BlockRef)):
             self._unknown_callable(call, env, target)
             return POISON
-        inputs = None
-        if call.inputs is not None:
-            inputs = self._call_inputs(call, target, env, start, scope)
-            if inputs is None:
-                return POISON
-            if isinstance(target, OpRef) or target.decl.inputs is None:
-                start = inputs[0].node
+        inputs, start = self._applied_to(call, target, env, start, scope)
         parent, name = self._place(label, scope, env, start, call.span)
         in_shape = self._in(start)
         if evaluated is not None:
@@ -665,6 +659,16 @@ class Elaborator:
         if isinstance(target, BlockRef):
             return self._block(target, call, name, positional, keyword, parent, start, in_shape, inputs)
         return self._op(get_op(target.name), call, name, positional, keyword, parent, start)
+
+    def _applied_to(self, call: ast.Call, target, env, start, scope) -> tuple[list | None, int]:
+        """The tensors ``call(...)(inputs)`` gives (None without them), and the tensor the call reads:
+        its one input, or ``start`` (a block with declared inputs binds them instead)."""
+        if call.inputs is None:
+            return None, start
+        inputs = self._call_inputs(call, target, env, start, scope)
+        if isinstance(target, OpRef) or target.decl.inputs is None:
+            start = inputs[0].node
+        return inputs, start
 
     def _seq_input(self, node: ast.Seq, env, start, scope) -> int:
         """`seq { ... }(x)`: the one tensor the sequence reads."""
@@ -778,13 +782,7 @@ class Elaborator:
         if not isinstance(target, BlockRef):
             self._unknown_callable(call, env, target, want_block=True)
             return POISON
-        inputs = None
-        if call.inputs is not None:
-            inputs = self._call_inputs(call, target, env, start, scope)
-            if inputs is None:
-                return POISON
-            if target.decl.inputs is None:
-                start = inputs[0].node
+        inputs, start = self._applied_to(call, target, env, start, scope)
         in_shape = self._in(start)
         positional, keyword = self._eval_args(call.args, env, in_shape, _Ctx(self, scope, start))
         if positional is None:
@@ -1062,7 +1060,7 @@ class Elaborator:
         if not self._named or self.diag.diagnostics:
             return
         used = {i for n in self.nodes.values() for i in n.inputs}
-        used |= set(_leaves(outputs)) if outputs is not None else set()
+        used |= set(flatten_outputs(outputs)) if outputs is not None else set()
         seen = set()
         for name, nid, span in self._named:
             if nid in used or nid in (POISON, NO_FLOW) or (name, span) in seen:
@@ -1331,18 +1329,6 @@ def _bodies(st):
     if isinstance(node, ast.Residual):
         return [node.body] + ([node.shortcut] if node.shortcut else [])
     return []
-
-
-def _leaves(structure):
-    """Node ids in an output structure (id, or tuple / dict of ids)."""
-    if isinstance(structure, tuple):
-        for x in structure:
-            yield from _leaves(x)
-    elif isinstance(structure, dict):
-        for x in structure.values():
-            yield from _leaves(x)
-    else:
-        yield structure
 
 
 def _all_tensors(v) -> bool:
