@@ -26,8 +26,10 @@ class Source:
     text: str
 
     def line(self, lineno: int) -> str:
-        lines = self.text.splitlines()
-        return lines[lineno - 1] if 0 < lineno <= len(lines) else ""
+        """Line ``lineno`` (1-based) as the lexer counts lines: split at ``\n`` only (``str.splitlines``
+        would also split at ``\f``, ``\v``, ``\x1c``..``\x1e``, ``\x85``, ``\u2028``, ``\u2029``)."""
+        lines = self.text.split("\n")
+        return lines[lineno - 1].rstrip("\r") if 0 < lineno <= len(lines) else ""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,45 @@ from .diagnostics import Span
 
 INPUT_ID = 0
 
+#: names no module or tensor of the tree may have: the attributes of the module classes the torch
+#: backend builds (``nn.Module``, ``fx.GraphModule``, ``nn.Sequential``, ``nn.ModuleList``,
+#: ``nn.ModuleDict``), which a child of that name would clash with (``add_module`` refuses most of them,
+#: ``self.code`` would be GraphModule's generated source). tests/test_tensors.py checks the list
+#: against the installed torch.
+RESERVED_NAMES = frozenset((
+    "T_destination", "__add__", "__annotations__", "__call__", "__class__", "__contains__", "__copy__",
+    "__deepcopy__", "__delattr__", "__delitem__", "__dict__", "__dir__", "__doc__", "__eq__", "__format__",
+    "__ge__", "__getattr__", "__getattribute__", "__getitem__", "__getstate__", "__gt__", "__hash__",
+    "__iadd__", "__imul__", "__init__", "__init_subclass__", "__iter__", "__jit_unused_properties__", "__le__",
+    "__len__", "__lt__", "__module__", "__mul__", "__ne__", "__new__", "__reduce__", "__reduce_ex__",
+    "__reduce_package__", "__repr__", "__rmul__", "__setattr__", "__setitem__", "__setstate__", "__sizeof__",
+    "__str__", "__subclasshook__", "__weakref__", "_apply", "_backward_hooks", "_backward_pre_hooks",
+    "_boxed_call", "_buffers", "_call_impl", "_code", "_compiled_call_impl", "_create_node_hooks",
+    "_deepcopy_hooks", "_deepcopy_init", "_erase_node_hooks", "_forward_hooks", "_forward_hooks_always_called",
+    "_forward_hooks_with_kwargs", "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs",
+    "_get_abs_string_index", "_get_backward_hooks", "_get_backward_pre_hooks", "_get_item_by_idx", "_get_name",
+    "_graph", "_is_full_backward_hook", "_lineno_map", "_load_from_state_dict", "_load_state_dict_post_hooks",
+    "_load_state_dict_pre_hooks", "_maybe_warn_non_full_backward_hook", "_modules", "_named_members",
+    "_non_persistent_buffers_set", "_parameters", "_prologue_start", "_recompile_submodules",
+    "_register_create_node_hook", "_register_deepcopy_hook", "_register_erase_node_hook",
+    "_register_load_state_dict_pre_hook", "_register_replace_node_hook", "_register_state_dict_hook",
+    "_replace_hooks", "_replicate_for_data_parallel", "_save_to_state_dict", "_set_replace_hook",
+    "_slow_forward", "_state_dict_hooks", "_state_dict_pre_hooks", "_tracer_cls", "_tracer_extras",
+    "_unregister_create_node_hook", "_unregister_deepcopy_hook", "_unregister_erase_node_hook",
+    "_unregister_replace_node_hook", "_version", "_wrapped_call", "_wrapped_call_impl", "add_module",
+    "add_submodule", "append", "apply", "bfloat16", "buffers", "call_super_init", "children", "clear", "code",
+    "compile", "cpu", "cuda", "delete_all_unused_submodules", "delete_submodule", "double", "dump_patches",
+    "eval", "extend", "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter",
+    "get_submodule", "graph", "half", "insert", "ipu", "items", "keys", "load_state_dict", "meta", "modules",
+    "mtia", "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "pop",
+    "print_readable", "recompile", "register_backward_hook", "register_buffer", "register_forward_hook",
+    "register_forward_pre_hook", "register_full_backward_hook", "register_full_backward_pre_hook",
+    "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook", "register_module",
+    "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_",
+    "set_extra_state", "set_submodule", "shape_env", "share_memory", "state_dict", "to", "to_empty",
+    "to_folder", "train", "training", "type", "update", "values", "xpu", "zero_grad",
+))
+
 
 def flatten_outputs(structure):
     """The node ids in an output structure (an id, or a tuple / dict of them), in order."""

@@ -145,9 +145,10 @@ class _Builder:
                     values[ref] = op.emit(graph, node.attrs, args + [graph.get_attr(name)], ins=ins)
                 else:
                     values[ref] = op.call(graph, name, args, node.attrs)
+                _safe_name(values[ref])
                 continue
             ins, outs = self._io(kind, ref)
-            result = graph.call_module(name, tuple(values[i] for i in ins))
+            result = _safe_name(graph.call_module(name, tuple(values[i] for i in ins)))
             if len(outs) == 1:
                 values[outs[0]] = result
             else:
@@ -179,6 +180,19 @@ class _Builder:
                 elif not persistent:
                     gm._non_persistent_buffers_set.add(name)
         return gm
+
+
+def _safe_name(node):
+    """Rename a node whose generated variable would be a Python keyword, ``self`` or a name the generated
+    code uses (fx names a node after its module, and a label may be any name): ``self = self.self(x)``
+    would break ``forward``."""
+    import builtins
+    import keyword
+    if isinstance(node, fx.Node) and (keyword.iskeyword(node.name) or keyword.issoftkeyword(node.name) or
+                                      node.name in ("self", "torch", "operator", "fx") or
+                                      hasattr(builtins, node.name)):
+        node.name = node.graph._graph_namespace.create_name(f"{node.name}_", None)
+    return node
 
 
 def _placeholder_names(n: int) -> list[str]:

@@ -115,7 +115,7 @@ def _seq(v, span):
 
 def _make_divisible(span, v, divisor=8, min_value=None):
     """torchvision's ``_make_divisible``: round to a multiple of ``divisor``, never below 90%."""
-    v = _num(v, span)
+    v = _finite(_num(v, span), span, "make_divisible")
     divisor = _int(divisor, span)
     if divisor <= 0:
         fail("make_divisible: divisor must be positive", span)
@@ -129,12 +129,13 @@ def _make_divisible(span, v, divisor=8, min_value=None):
 def _range(span, *a):
     for x in a:
         _int(x, span)
-    r = range(*a) if a else range(0)
-    if len(r) > MAX_LIST:
-        fail(f"range of {len(r)} items is too long (limit {MAX_LIST})", span)
     if a and len(a) == 3 and a[2] == 0:
         fail("range step must not be zero", span)
-    return tuple(r)
+    start, stop, step = (0, a[0], 1) if len(a) == 1 else (a[0], a[1], a[2] if len(a) == 3 else 1)
+    n = max(0, (stop - start + step - (1 if step > 0 else -1)) // step)  # len(range(...)), for any size
+    if n > MAX_LIST:
+        fail(f"range of {n} items is too long (limit {MAX_LIST})", span)
+    return tuple(range(start, stop, step))
 
 
 def _minmax(fn):
@@ -148,8 +149,14 @@ def _minmax(fn):
     return run
 
 
+def _finite(v, span, what):
+    if isinstance(v, float) and not math.isfinite(v):
+        fail(f"cannot {what} {v}", span, "not a finite number")
+    return v
+
+
 def _round(span, v, ndigits=None):
-    v = _num(v, span)
+    v = _finite(_num(v, span), span, "round")
     return round(v) if ndigits is None else round(v, _int(ndigits, span))
 
 
@@ -176,7 +183,10 @@ def _to_int(span, v):
 
 
 def _to_float(span, v):
-    return float(_num(v, span))
+    try:
+        return float(_num(v, span))
+    except OverflowError:
+        fail("the integer is too large to convert to a float", span)
 
 
 def _ceil_floor(fn):
@@ -360,6 +370,8 @@ class _Evaluator:
     def e_Index(self, e):
         obj, idx = self.value_of(e.obj), self.value_of(e.index)
         if isinstance(obj, dict):
+            if not isinstance(idx, (str, int, bool)) and idx is not None:
+                fail(f"a dict is indexed by a string or number, got {describe(idx)}", e.index.span, "not a key")
             if idx not in obj:
                 fail(f"key {render(idx)} is not in the dict", e.index.span, "no such key", _key_help(idx, obj))
             return obj[idx]
@@ -469,7 +481,7 @@ def binary(op: str, a, b, e):
     if op == "+" and isinstance(a, tuple) and isinstance(b, tuple):
         return _check_len(a + b, span)
     if op == "+" and isinstance(a, str) and isinstance(b, str):
-        return a + b
+        return _check_len(a + b, span)
     if op == "*" and (isinstance(a, tuple) or isinstance(b, tuple)):
         lst, n = (a, b) if isinstance(a, tuple) else (b, a)
         n = _int(n, span)
@@ -477,6 +489,25 @@ def binary(op: str, a, b, e):
             fail(f"list would have more than {MAX_LIST} items", span)
         return lst * n
     a, b = _num(a, e.left.span), _num(b, e.right.span)
+    try:
+        return _magnitude(_arith(op, a, b, e), span)
+    except OverflowError:
+        fail("arithmetic overflow: the result does not fit a float", span)
+
+
+#: the largest integer magnitude an expression may compute (far beyond any tensor size or count)
+MAX_INT = 2 ** 256
+
+
+def _magnitude(v, span):
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+        fail(f"integer too large: more than 2**256 in magnitude ({len(str(abs(v)))} digits)", span,
+             "too large", help="no tensor dimension or count comes near this")
+    return v
+
+
+def _arith(op: str, a, b, e):
+    span = e.span
     if op == "+":
         return a + b
     if op == "-":

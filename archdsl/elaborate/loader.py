@@ -14,6 +14,18 @@ from .expr import Env, EvalError, evaluate
 from .values import BlockRef
 
 
+#: the largest spec file read (a spec is text a person writes; the largest zoo file is ~10 KB)
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+
+
+class UnreadableSpec(OSError):
+    """A path that is not a spec file to read: not a regular file, too large, binary, not UTF-8."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.strerror = reason
+
+
 class DiskFS:
     """Spec files on disk; keys are absolute paths, shown relative to the working directory."""
 
@@ -22,8 +34,26 @@ class DiskFS:
         return os.path.normpath(os.path.join(base, rel))
 
     def read(self, key: str) -> str:
-        with open(key, encoding="utf-8") as f:
-            return f.read()
+        """The UTF-8 text of a regular file of at most :data:`MAX_SPEC_BYTES` (never a device, FIFO or
+        directory, which could block or never end)."""
+        import stat
+        if "\x00" in key:
+            raise UnreadableSpec("the path contains a NUL character")
+        st = os.stat(key)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableSpec("not a regular file")
+        if st.st_size > MAX_SPEC_BYTES:
+            raise UnreadableSpec(f"larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB")
+        with open(key, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            raise UnreadableSpec(f"larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB")
+        if b"\x00" in data:
+            raise UnreadableSpec("a binary file (it contains NUL bytes)")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UnreadableSpec("not UTF-8 text") from None
 
     def display(self, key: str) -> str:
         rel = os.path.relpath(key)
@@ -134,6 +164,10 @@ class Loader:
                 seen[p.name] = p
 
     def _use(self, key: str, item: ast.Use, env: Env) -> None:
+        if "\x00" in item.path:
+            self.diag.error(f"cannot import {item.path!r}: the path contains a NUL character", item.span,
+                            "imported here")
+            return
         target = self.fs.resolve(key, item.path)
         if target in self._stack:
             chain = " -> ".join(self.fs.display(k) for k in self._stack[self._stack.index(target):] + [target])
@@ -141,8 +175,10 @@ class Loader:
             return
         try:
             loaded = self.load_key(target)
-        except (OSError, UnicodeDecodeError) as e:
-            reason = "no such file" if isinstance(e, FileNotFoundError) else type(e).__name__
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            reason = "no such file" if isinstance(e, FileNotFoundError) else \
+                e.strerror if isinstance(e, UnreadableSpec) else \
+                "a directory" if isinstance(e, IsADirectoryError) else type(e).__name__
             self.diag.error(f"cannot import \"{item.path}\": {reason}", item.span, "imported here",
                             help=f"paths are relative to the importing file; looked for {self.fs.display(target)}")
             return

@@ -119,7 +119,10 @@ def _nonneg_int(v):
 def _float(v):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ArgTypeError("a number")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:
+        raise ArgTypeError("a number that fits a float") from None
 
 
 def _prob(v):

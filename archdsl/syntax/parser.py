@@ -20,6 +20,9 @@ KEYWORDS = ("use", "let", "block", "model", "input", "init", "seq", "for", "in",
             "shortcut", "concat", "if", "elif", "else", "then", "and", "or", "not", "true",
             "false", "none", "gate", "pass", "tap", "from", "return", "inline")
 
+#: the longest number literal (Python refuses to convert integers of more than 4300 digits)
+MAX_LITERAL_DIGITS = 100
+
 _TERMINAL_WORDS = {
     "NAME": "a name",
     "INT": "an integer",
@@ -300,10 +303,17 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def int_lit(self, meta, c):
+        if len(c[0]) > MAX_LITERAL_DIGITS:
+            raise SpecError([Diagnostic(f"integer literal of {len(c[0])} digits is too long (at most "
+                                        f"{MAX_LITERAL_DIGITS})", self._span(meta), "too many digits",
+                                        help="no tensor dimension or count needs more than 19 digits")])
         return ast.Literal(int(c[0]), self._span(meta))
 
     @v_args(meta=True)
     def float_lit(self, meta, c):
+        if len(c[0]) > MAX_LITERAL_DIGITS:
+            raise SpecError([Diagnostic(f"number literal of {len(c[0])} characters is too long (at most "
+                                        f"{MAX_LITERAL_DIGITS})", self._span(meta), "too long")])
         return ast.Literal(float(c[0]), self._span(meta))
 
     @v_args(meta=True)
@@ -414,7 +424,10 @@ def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
     line, col = max(err.line, 1), max(err.column, 1)
     at_end = isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END")
     if at_end:
-        lines = source.text.splitlines() or [""]
+        lines = source.text.split("\n")  # lines as the lexer counts them (at "\n" only)
+        if len(lines) > 1 and lines[-1] == "":
+            lines.pop()
+        lines = [ln.rstrip("\r") for ln in lines]
         line = len(lines)
         col = len(lines[-1]) + 1
     length = 1
