@@ -111,3 +111,11 @@ def test_use_with_a_dangling_symlink_or_fifo(tmp_path):
     with pytest.raises(SpecError) as e:
         archdsl.load_spec(main)   # a FIFO would block a reader forever
     assert "not a regular file" in e.value.diagnostics[0].message
+
+
+def test_an_empty_labelled_for_in_a_graph_module_builds():
+    spec = archdsl.load_spec("model m input [3] {\n    residual { linear(3) }\n    layers: for i in range(0) { relu() }\n"
+                             "    linear(2)\n}")
+    model = spec.build()
+    assert model(torch.zeros(1, 3)).shape == (1, 2)
+    assert isinstance(model.layers, nn.Module) and len(list(model.layers.children())) == 0

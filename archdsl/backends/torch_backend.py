@@ -100,13 +100,14 @@ class _Builder:
         sig = self.sig[ref]
         return tuple(sig.inputs), tuple(sig.outputs)
 
-    def _last_id(self, kind, ref) -> int:
-        """Where a child goes in ``forward``: after the last node it makes (ids are in elaboration order)."""
+    def _order(self, kind, ref) -> tuple[int, int]:
+        """Where a child goes in ``forward``: after the last node it makes (ids are in elaboration order);
+        a sub-module that makes nothing (an empty labelled `for`) goes after the tensor it passes on."""
         if kind == "node":
-            return ref
+            return ref, 0
         prefix = ref + "."
         made = [n.id for n in self.g.nodes.values() if n.scope == ref or n.scope.startswith(prefix)]
-        return max(made) if made else self.g.scopes[ref].output
+        return (max(made), 0) if made else (self.g.scopes[ref].output, 2)
 
     def _is_chain(self, sc: Scope) -> bool:
         sig = self.sig[sc.path]
@@ -126,7 +127,7 @@ class _Builder:
 
     def _graph_module(self, sc: Scope, modules, params) -> nn.Module:
         flat = list(self._flat_children(sc))
-        items = [(self._last_id(kind, ref), 0, name, kind, ref) for name, kind, ref in flat]
+        items = [(*self._order(kind, ref), name, kind, ref) for name, kind, ref in flat]
         items += [(nid, 1, None, "join", nid) for nid in sc.functional]
         items.sort(key=lambda t: (t[0], t[1]))
         graph = fx.Graph()
