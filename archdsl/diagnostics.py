@@ -139,9 +139,13 @@ class CompileError(Exception):
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A "did you mean" help text for a misspelt ``name``, or None when nothing is close."""
     pool = sorted(set(candidates))
+    same = [c for c in pool if c.lower() == name.lower() and c != name]  # `ReLU` -> `relu`
+    if same:
+        return f"did you mean `{same[0]}`?"
+    lowered = name.lower()
     scored = []
     for c in pool:
-        m = difflib.SequenceMatcher(None, name, c)
+        m = difflib.SequenceMatcher(None, lowered, c.lower())
         if m.real_quick_ratio() >= 0.6 and m.quick_ratio() >= 0.6 and m.ratio() >= 0.6:
             scored.append((m.ratio(), c))
     if not scored:

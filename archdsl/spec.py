@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .diagnostics import Collector, Diagnostic, SpecError
+from .diagnostics import Collector, Diagnostic, Source, Span, SpecError
 from .elaborate.elaborator import Elaborator, Override
 from .elaborate.loader import DiskFS, Loader, MemoryFS
 from .elaborate.values import render, to_value
@@ -134,8 +134,10 @@ def _load(fs, key, display, text, model, input_shape, overrides) -> Spec:
     try:
         return _load_unguarded(fs, key, display, text, model, input_shape, overrides)
     except RecursionError:  # e.g. `1 + 1 + ...` thousands of terms long: not worth a traceback
+        first = text.split("\n", 1)[0]
         raise SpecError([Diagnostic(f"{display} nests too deeply to compile",
-                                    help="an expression or a chain of blocks is nested thousands of levels deep; "
+                                    Span(Source(display, text), 1, 1, 1, max(len(first), 1) + 1),
+                                    "somewhere in this file", help="an expression or a chain of blocks is nested thousands of levels deep; "
                                          "split it with `let` or a `for` loop")]) from None
 
 
@@ -149,7 +151,9 @@ def _load_unguarded(fs, key, display, text, model, input_shape, overrides) -> Sp
     timings["parse"] = t1 - t0
     collector.raise_if_any()
     if not loaded.models:
-        raise SpecError([Diagnostic(f"{display} defines no model",
+        first = text.split("\n", 1)[0]
+        where = Span(Source(display, text), 1, 1, 1, max(len(first), 1) + 1)
+        raise SpecError([Diagnostic(f"{display} defines no model", where, "no `model` in this file",
                                     help="add `model NAME input CxHxW { ... }` or `model NAME input CxHxW = Block(...)`")])
     if model is None:
         if len(loaded.models) > 1:

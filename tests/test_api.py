@@ -149,7 +149,8 @@ def test_pathologically_deep_nesting_is_a_diagnostic_not_a_crash():
     text = "model m input 3x8x8 { conv2d(" + "1 + " * 3000 + "4, 1) }"
     with pytest.raises(SpecError) as info:
         archdsl.load_spec(text)
-    assert "nests too deeply" in info.value.render()
+    d = info.value.diagnostics[0]
+    assert "nests more than 200 levels deep" in d.message and d.span is not None and d.span.line == 1
 
 
 def test_bounded_recursion_is_allowed():

@@ -119,3 +119,29 @@ def test_an_empty_labelled_for_in_a_graph_module_builds():
     model = spec.build()
     assert model(torch.zeros(1, 3)).shape == (1, 2)
     assert isinstance(model.layers, nn.Module) and len(list(model.layers.children())) == 0
+
+
+@pytest.mark.parametrize("text,needle,line", [
+    ("let x = " + " + ".join(["1"] * 5000) + "\nmodel m input [3] { relu() }", "nests more than 200 levels", 1),
+    ("model m input [3] {\n  let y = 2\n  let x = " + " * ".join(["y"] * 3000) + "\n  relu() }",
+     "nests more than 200 levels", 3),
+    ("model m input [3] {\n" + "seq { " * 300 + "relu()" + " }" * 300 + "\n}", "nests more than 200 levels", 2),
+    ("model m input [2 ** 64] { relu() }", "the input shape must be a list of positive integers", 1),
+    ("model m input 3x8x8 {\n  conv2d(2 ** 40, 3)\n}", "is too large", 2),
+    ("model m input [1024] {\n  linear(2 ** 30)\n}", "would hold", 2),
+    ("model m input [3] {\n  init linear.weight = normal(std = -1.0)\n  linear(3)\n}", "must be a finite number >= 0", 2),
+    ("model m input [3] {\n  init linear.weight = normal(std = 1e400)\n  linear(3)\n}", "must be a finite number", 2),
+    ("model m input [3] {\n  init linear.weight = uniform(1.0, 0.0)\n  linear(3)\n}", "needs a <= b", 2),
+])
+def test_budgets_and_ranges_are_located_errors(text, needle, line):
+    located_error(text, needle, line)
+
+
+def test_suggestions_ignore_case():
+    d = located_error("model m input [3] { ReLU() }", "unknown op or block `ReLU`")
+    assert d.help == "did you mean `relu`?"
+
+
+def test_a_file_without_a_model_points_at_its_first_line():
+    d = located_error("# nothing here\nlet x = 3\n", "defines no model", line=1)
+    assert "# nothing here" in d.render()

@@ -25,6 +25,8 @@ from .values import (TYPE_NAMES, BlockRef, OpRef, ShapeValue, TensorValue, _MISS
 
 POISON = -1
 NO_FLOW = -2  # no current tensor: a block whose inputs are not one tensor, before a `from`
+MAX_DIM = 2 ** 31           # the largest dimension size (exclusive)
+MAX_ELEMENTS = 2 ** 40      # the most elements of one tensor, per sample
 MAX_BLOCK_DEPTH = 50  # nested block calls; deeper is almost surely unbounded recursion
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 # Module names may also contain `-` (torchvision's RegNet names its blocks "block1-0").
@@ -171,6 +173,12 @@ class Elaborator:
                                    f"block `{target.decl.name}`", overrides=overrides, model=decl.name)
         return params, target.decl.body, target.globals, target.decl.name
 
+    @staticmethod
+    def _input_fits(v) -> bool:
+        import math
+        return all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < MAX_DIM for d in v) and \
+            math.prod(v) <= MAX_ELEMENTS
+
     def _input_shape(self, decl, env, override):
         if override is not None:
             shape = tuple(override)
@@ -188,10 +196,13 @@ class Elaborator:
             self.error(e.diagnostic)
             return None
         if (not isinstance(v, tuple) or not v or
-                any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in v)):
-            bad = [(i, d) for i, d in enumerate(v) if isinstance(d, bool) or not isinstance(d, int) or d < 1] \
+                any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in v)) or \
+                (isinstance(v, tuple) and not self._input_fits(v)):
+            bad = [(i, d) for i, d in enumerate(v)
+                   if isinstance(d, bool) or not isinstance(d, int) or not 0 < d < MAX_DIM] \
                 if isinstance(v, tuple) else []
-            label = f"dimension {bad[0][0]} is {describe(bad[0][1])}" if bad else f"this is {describe(v)}"
+            label = f"dimension {bad[0][0]} is {describe(bad[0][1])}" if bad else \
+                "more than 2**40 elements" if isinstance(v, tuple) and v else f"this is {describe(v)}"
             self.err("the input shape must be a list of positive integers", decl.input.span, label)
             return None
         return v
@@ -907,18 +918,34 @@ class Elaborator:
                     error_hint(e, shapes)
                 else:
                     self.err(e.message, where, e.label, e.help, (e.note,) if e.note else ())
+        if shape is not None and not self._fits(shape, span):
+            shape = None
         node = Node(nid, op.name, attrs, tuple(inputs), shape, scope.path, name if not functional else None, span,
                     layout=layout, batched=batched, dtype=dtype, fold=fold if batched else 1)
         if shape is not None:
             node.params = op.params(attrs, hook_ins)
             node.buffers = op.buffers(attrs, hook_ins)
             node.macs = op.macs(attrs, hook_ins, hook_out) * repeat * node.fold
+            if node.params > MAX_ELEMENTS or node.buffers > MAX_ELEMENTS:
+                self.err(f"`{op.name}` would hold {max(node.params, node.buffers):.3g} parameters (at most 2**40 "
+                         "in one tensor)", span, "too large", help="a size here is far beyond any real model")
+                node.shape = shape = None
         self.nodes[nid] = node
         if functional:
             scope.functional.append(nid)
         else:
             self._add_child(scope, name, "node", nid)
         return nid if shape is not None else POISON
+
+    def _fits(self, shape, span) -> bool:
+        """A tensor torch can describe and allocate: every dim below 2**31, at most 2**40 elements a sample."""
+        import math
+        if all(0 < d < MAX_DIM for d in shape) and math.prod(shape) <= MAX_ELEMENTS:
+            return True
+        self.err(f"a tensor of shape {fmt_shape(shape)} is too large ({math.prod(shape):.3g} elements; at most "
+                 f"2**40 a sample, each dim below 2**31)", span, "too large",
+                 help="a dimension or count here is far beyond any real model")
+        return False
 
     @staticmethod
     def _unbatched_layer_input(op: Op, nodes) -> tuple[list, int]:

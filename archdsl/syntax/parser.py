@@ -483,6 +483,33 @@ def _keyword_names(tree, source: Source) -> list[Diagnostic]:
             for tok in tree.scan_values(lambda v: isinstance(v, Token) and v.type == "NAME" and v in KEYWORDS)]
 
 
+#: the deepest parse tree accepted (the zoo's deepest is 26 levels): deeper nesting (thousands of
+#: brackets, or `1 + 1 + ...` thousands of terms long) would exhaust Python's stack later
+MAX_TREE_DEPTH = 200
+
+
+def _too_deep(tree, source: Source) -> Diagnostic | None:
+    """A located error at the outermost construct whose nesting passes :data:`MAX_TREE_DEPTH`, or None."""
+    from lark import Tree
+    stack = [(tree, 1, None)]
+    while stack:
+        node, depth, outer = stack.pop()
+        if not isinstance(node, Tree):
+            continue
+        meta = node.meta if not getattr(node.meta, "empty", True) else None
+        if outer is None and depth > 20 and meta is not None:
+            outer = meta  # the outermost construct of a deep path (reported if the path gets too deep)
+        if depth > MAX_TREE_DEPTH:
+            at = outer or meta
+            span = Span(source, at.line, at.column, at.line, at.column + 1) if at is not None else \
+                Span(source, 1, 1, 1, 2)
+            return Diagnostic(f"this nests more than {MAX_TREE_DEPTH} levels deep", span, "nested too deeply",
+                              help="split a long expression with `let`, or a deep nesting with a `for` loop or "
+                                   "a block")
+        stack.extend((c, depth + 1, outer) for c in node.children)
+    return None
+
+
 def parse(text: str, name: str = "<string>") -> ast.Module:
     """Parse spec text into an :class:`ast.Module`; raises SpecError on a syntax error."""
     source = Source(name, text)
@@ -490,6 +517,17 @@ def parse(text: str, name: str = "<string>") -> ast.Module:
         tree = lark_parser().parse(text)
     except UnexpectedInput as err:
         raise SpecError([_syntax_diagnostic(err, source)]) from None
+    except RecursionError:  # thousands of operators in one expression: point at the densest line
+        lines = text.split("\n")
+        dense = max(range(len(lines)), key=lambda i: sum(lines[i].count(c) for c in "+-*/%@([{<>=,"))
+        raise SpecError([Diagnostic(f"this line nests too deeply to parse (more than {MAX_TREE_DEPTH} levels)",
+                                    Span(source, dense + 1, 1, dense + 1, max(len(lines[dense]), 1) + 1),
+                                    "nested too deeply",
+                                    help="split a long expression with `let`, or a deep nesting with a `for` "
+                                         "loop or a block")]) from None
+    too_deep = _too_deep(tree, source)  # first: the checks below and the transformer recurse over the tree
+    if too_deep is not None:
+        raise SpecError([too_deep])
     reserved = _keyword_names(tree, source)
     if reserved:
         raise SpecError(reserved)
