@@ -145,3 +145,12 @@ def test_suggestions_ignore_case():
 def test_a_file_without_a_model_points_at_its_first_line():
     d = located_error("# nothing here\nlet x = 3\n", "defines no model", line=1)
     assert "# nothing here" in d.render()
+
+
+@pytest.mark.parametrize("text,word,fix", [
+    ("letx = 3\nmodel m input [3] { relu() }", "letx", "let x"),
+    ("modelm input [3] { relu() }", "modelm", "model m"),
+])
+def test_a_keyword_glued_to_a_name_is_not_read_as_two_words(text, word, fix):
+    d = located_error(text, f"unexpected `{word}`", line=1)
+    assert d.help == f"did you mean `{fix}`?"

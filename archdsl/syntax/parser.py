@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
@@ -43,11 +44,31 @@ def grammar_text() -> str:
     return resources.files("archdsl.syntax").joinpath("grammar.lark").read_text()
 
 
+class _GluedKeyword(Exception):
+    """A keyword read from the start of a longer word (``letx``), where only a keyword could follow."""
+
+    def __init__(self, token: Token):
+        super().__init__(str(token))
+        self.token = token
+
+
+_LEXING = threading.local()  # the text being parsed, for the keyword-boundary check
+
+
+def _keyword_boundary(tok: Token) -> Token:
+    """Where the parser accepts only keywords, the contextual lexer would read `letx` as `let x`:
+    a keyword must end where the word ends."""
+    text = getattr(_LEXING, "text", None)
+    if text is not None and tok.end_pos < len(text) and (text[tok.end_pos].isalnum() or text[tok.end_pos] == "_"):
+        raise _GluedKeyword(tok)
+    return tok
+
+
 @functools.lru_cache(maxsize=None)
 def lark_parser(strict: bool = False) -> Lark:
     """The LALR parser (built once per process; ``strict=True`` also checks for conflicts)."""
     return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True,
-                strict=strict)
+                strict=strict, lexer_callbacks={k.upper(): _keyword_boundary for k in KEYWORDS})
 
 
 def _describe_terminal(name: str) -> str:
@@ -513,10 +534,18 @@ def _too_deep(tree, source: Source) -> Diagnostic | None:
 def parse(text: str, name: str = "<string>") -> ast.Module:
     """Parse spec text into an :class:`ast.Module`; raises SpecError on a syntax error."""
     source = Source(name, text)
+    _LEXING.text = text
     try:
         tree = lark_parser().parse(text)
     except UnexpectedInput as err:
         raise SpecError([_syntax_diagnostic(err, source)]) from None
+    except _GluedKeyword as glued:
+        tok = glued.token
+        word = re.match(r"[A-Za-z_0-9]*", text[tok.start_pos:]).group(0)
+        raise SpecError([Diagnostic(f"syntax error: unexpected `{word}`",
+                                    Span(source, tok.line, tok.column, tok.line, tok.column + len(word)),
+                                    "expected a keyword here",
+                                    help=f"did you mean `{tok} {word[len(tok):]}`?")]) from None
     except RecursionError:  # thousands of operators in one expression: point at the densest line
         lines = text.split("\n")
         dense = max(range(len(lines)), key=lambda i: sum(lines[i].count(c) for c in "+-*/%@([{<>=,"))
@@ -525,6 +554,8 @@ def parse(text: str, name: str = "<string>") -> ast.Module:
                                     "nested too deeply",
                                     help="split a long expression with `let`, or a deep nesting with a `for` "
                                          "loop or a block")]) from None
+    finally:
+        _LEXING.text = None
     too_deep = _too_deep(tree, source)  # first: the checks below and the transformer recurse over the tree
     if too_deep is not None:
         raise SpecError([too_deep])
