@@ -50,6 +50,16 @@ class _Builder:
         self.inplace = inplace
         self.init = _InitRules(graph)
         self.sig = module_signatures(graph)
+        # scope path -> the last node id made inside it (its sub-modules included), once per build
+        self.last_made: dict[str, int] = {}
+        for n in graph.ops():
+            path = n.scope
+            while True:
+                if self.last_made.get(path, -1) < n.id:
+                    self.last_made[path] = n.id
+                if not path:
+                    break
+                path = path.rsplit(".", 1)[0] if "." in path else ""
 
     def _in_shapes(self, node):
         return hook_shapes(get_op(node.op), [self.g.nodes[i] for i in node.inputs])
@@ -62,9 +72,10 @@ class _Builder:
             if kind == "node":
                 node = self.g.nodes[ref]
                 op = get_op(node.op)
-                if op.direct_param:
+                if op.direct_param:  # a buffer keeps its node's `persistent` flag for registration
                     value = op.make_param(node.attrs, self._in_shapes(node))
-                    params[name] = value if op.direct_buffer else nn.Parameter(value)
+                    params[name] = (value, node.attrs.get("persistent", True)) if op.direct_buffer \
+                        else nn.Parameter(value)
                 else:
                     modules[name] = op.build(node.attrs, self._in_shapes(node), node.id in self.inplace)
             else:
@@ -105,9 +116,8 @@ class _Builder:
         a sub-module that makes nothing (an empty labelled `for`) goes after the tensor it passes on."""
         if kind == "node":
             return ref, 0
-        prefix = ref + "."
-        made = [n.id for n in self.g.nodes.values() if n.scope == ref or n.scope.startswith(prefix)]
-        return (max(made), 0) if made else (self.g.scopes[ref].output, 2)
+        last = self.last_made.get(ref)
+        return (last, 0) if last is not None else (self.g.scopes[ref].output, 2)
 
     def _is_chain(self, sc: Scope) -> bool:
         sig = self.sig[sc.path]
@@ -160,26 +170,20 @@ class _Builder:
         else:
             graph.output(values[sig.outputs[0]] if len(sig.outputs) == 1 else tuple(values[o] for o in sig.outputs))
         holder = nn.Module()
+        buffers = {name: p for name, p in params.items() if not isinstance(p, nn.Parameter)}
         for name, p in params.items():
-            if isinstance(p, nn.Parameter):
-                holder.register_parameter(name, p)
+            if name in buffers:
+                holder.register_buffer(name, p[0])
             else:
-                node = next(self.g.nodes[ref] for n, kind, ref in flat if n == name)
-                holder.register_buffer(name, p, persistent=node.attrs.get("persistent", True))
+                holder.register_parameter(name, p)
         for name, m in modules.items():
             holder.add_module(name, m)
         gm = fx.GraphModule(holder, graph, class_name=sc.block or "Block")
         # register children in spec order (fx registers them in call order, and would
         # replace containers by plain modules holding only the children it calls)
         gm._modules = OrderedDict(modules)
-        for name, p in params.items():  # buffers as declared (fx copies the ones it reads as persistent)
-            if not isinstance(p, nn.Parameter):
-                node = next(self.g.nodes[ref] for n, kind, ref in flat if n == name)
-                persistent = node.attrs.get("persistent", True)
-                if name not in gm._buffers:
-                    gm.register_buffer(name, p, persistent=persistent)
-                elif not persistent:
-                    gm._non_persistent_buffers_set.add(name)
+        for name, (value, persistent) in buffers.items():  # fx copies the buffers it reads, all as persistent
+            gm.register_buffer(name, value, persistent=persistent)
         return gm
 
 

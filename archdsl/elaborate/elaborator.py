@@ -8,15 +8,17 @@ on is marked *poisoned*, so later statements are still checked for problems of t
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import keyword
+import math
 import re
 from dataclasses import dataclass, field
 
 from ..diagnostics import Collector, Diagnostic, Span, SpecError, did_you_mean
 from ..ir import INPUT_ID, RESERVED_NAMES, Graph, InitRule, Node, Scope, flatten_outputs
 from ..ops.init import INIT_FUNCS
-from ..ops.registry import BATCH, Op, ShapeError, all_ops, fmt_shape, get_op, is_batch
+from ..ops.registry import Op, ShapeError, all_ops, fmt_shape, get_op, hook_shapes, is_batch
 from ..syntax import ast
 from ..syntax.parser import parse_expression
 from .expr import Builtin, Env, EvalError, Poisoned, bind_targets, evaluate, truth
@@ -107,7 +109,6 @@ class Elaborator:
         note = f"in `{name}`, called at {site.location}"
         if any(note == n for n in d.notes):
             return d
-        import dataclasses
         return dataclasses.replace(d, notes=tuple(d.notes) + (note,))
 
     def err(self, message, span, label="", help=None, notes=()):
@@ -173,12 +174,6 @@ class Elaborator:
                                    f"block `{target.decl.name}`", overrides=overrides, model=decl.name)
         return params, target.decl.body, target.globals, target.decl.name
 
-    @staticmethod
-    def _input_fits(v) -> bool:
-        import math
-        return all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < MAX_DIM for d in v) and \
-            math.prod(v) <= MAX_ELEMENTS
-
     def _input_shape(self, decl, env, override):
         if override is not None:
             shape = tuple(override)
@@ -197,7 +192,7 @@ class Elaborator:
             return None
         if (not isinstance(v, tuple) or not v or
                 any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in v)) or \
-                (isinstance(v, tuple) and not self._input_fits(v)):
+                (isinstance(v, tuple) and not _fits(v)):
             bad = [(i, d) for i, d in enumerate(v)
                    if isinstance(d, bool) or not isinstance(d, int) or not 0 < d < MAX_DIM] \
                 if isinstance(v, tuple) else []
@@ -392,7 +387,7 @@ class Elaborator:
                 out = self.run_node(st.node, st.label, scope, env, cur)
                 if isinstance(out, _Multi):
                     value = out.value
-                elif out in (POISON,):
+                elif out == POISON:
                     raise Poisoned()
                 else:
                     value = self._tensor(out)
@@ -890,7 +885,7 @@ class Elaborator:
                                      "batches differ", help="`split_batch(x, n)` gives each sample its items back")
                 fold = folds.pop() if folds else 1
                 if op.full_shapes:
-                    full = [((BATCH,) + n.shape) if n.batched else n.shape for n in nodes]
+                    full = hook_shapes(op, nodes)
                     out = op.infer(attrs, full)
                     if any(is_batch(d) for d in out[1:]):
                         raise ShapeError(f"`{op.name}` would move the batch dimension", "the batch must stay first")
@@ -918,7 +913,7 @@ class Elaborator:
                     error_hint(e, shapes)
                 else:
                     self.err(e.message, where, e.label, e.help, (e.note,) if e.note else ())
-        if shape is not None and not self._fits(shape, span):
+        if shape is not None and not self._check_size(shape, span):
             shape = None
         node = Node(nid, op.name, attrs, tuple(inputs), shape, scope.path, name if not functional else None, span,
                     layout=layout, batched=batched, dtype=dtype, fold=fold if batched else 1)
@@ -937,10 +932,9 @@ class Elaborator:
             self._add_child(scope, name, "node", nid)
         return nid if shape is not None else POISON
 
-    def _fits(self, shape, span) -> bool:
-        """A tensor torch can describe and allocate: every dim below 2**31, at most 2**40 elements a sample."""
-        import math
-        if all(0 < d < MAX_DIM for d in shape) and math.prod(shape) <= MAX_ELEMENTS:
+    def _check_size(self, shape, span) -> bool:
+        """Report a tensor too large for torch (see :func:`_fits`); True if it fits."""
+        if _fits(shape):
             return True
         self.err(f"a tensor of shape {fmt_shape(shape)} is too large ({math.prod(shape):.3g} elements; at most "
                  f"2**40 a sample, each dim below 2**31)", span, "too large",
@@ -958,7 +952,7 @@ class Elaborator:
         if None in firsts or len(firsts) > 1:
             raise ShapeError(f"`{op.name}` needs a batched tensor; on a parameter or buffer its first dim is the "
                              "batch, and this one has none", "no batch dim")
-        return [tuple(n.shape[1:]) for n in nodes], firsts.pop()
+        return hook_shapes(op, nodes), firsts.pop()
 
     def _new_id(self) -> int:
         nid = self._next
@@ -1329,6 +1323,12 @@ def render_value(v) -> str:
     return render(v)
 
 
+def _fits(shape) -> bool:
+    """A shape torch can describe and allocate: integer dims in [1, 2**31), at most 2**40 elements a sample."""
+    return all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < MAX_DIM for d in shape) and \
+        math.prod(shape) <= MAX_ELEMENTS
+
+
 def _bound_later(d: Diagnostic, rest) -> Diagnostic:
     """An unknown name that a later `let` of the same body binds: say so (values exist only after
     their `let`, which is also why the data flow can have no cycle)."""
@@ -1350,7 +1350,6 @@ def _bound_later(d: Diagnostic, rest) -> Diagnostic:
     later = find(rest)
     if later is None:
         return d
-    import dataclasses
     return dataclasses.replace(d, notes=tuple(d.notes) + (
         f"`{name}` is bound later, at {later.span.location}: a value exists only after its `let`",))
 

@@ -757,9 +757,6 @@ class Parameter(Op):
     def emit(self, graph, a, args, inplace=False, ins=None):
         return args[-1]
 
-    def check_inputs(self, a, nodes):
-        return None
-
     def label(self, a):
         return "parameter " + fmt_shape(a["shape"])
 

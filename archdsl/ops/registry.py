@@ -361,7 +361,7 @@ class Op:
     def callable_as_function(self) -> bool:
         """Whether ``op(x, ...)`` in an expression may call the op as a function (no module)."""
         return self.functional or (not self.param_names and not self.direct_param and
-                                   type(self).function is not Op.function)
+                                   (type(self).function is not Op.function or type(self).emit is not Op.emit))
 
     def batch_fold(self, a: dict, ins: list[Shape], fold: int) -> int:
         """How many items per sample the output's batch dim holds, given the inputs' (``fold``); only

@@ -199,9 +199,6 @@ class Reshape(Op):
         from .modules import Reshape
         return Reshape(list(a["shape"]))
 
-    def function(self, a):
-        return True  # emitted by `emit`, which needs to know whether the input has the batch dim
-
     def emit(self, graph, a, args, inplace=False, ins=None):
         import torch
         from .modules import reshape_samples

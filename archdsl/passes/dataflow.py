@@ -27,10 +27,15 @@ class Signature:
     outputs: list[int]
 
 
+def _parent(path: str) -> str:
+    """The enclosing module's path (``""``: the model)."""
+    return path.rsplit(".", 1)[0] if "." in path else ""
+
+
 def _dataflow_scope(graph: Graph, path: str) -> str:
     """The nearest enclosing scope that wires its children (containers only hold modules)."""
     while path and graph.scopes[path].kind == "container":
-        path = path.rsplit(".", 1)[0] if "." in path else ""
+        path = _parent(path)
     return path
 
 
@@ -43,7 +48,7 @@ def _chain(graph: Graph, path: str | None) -> list[str]:
         out.append(path)
         if not path:
             return out
-        path = _dataflow_scope(graph, path.rsplit(".", 1)[0] if "." in path else "")
+        path = _dataflow_scope(graph, _parent(path))
 
 
 def module_signatures(graph: Graph) -> dict[str, Signature]:
@@ -79,7 +84,7 @@ def module_signatures(graph: Graph) -> dict[str, Signature]:
             edge(i, c)
     for p, s in graph.scopes.items():  # a scope's own output is read by its parent's flow
         if s.kind != "container" and p:
-            edge(s.output, chain(_dataflow_scope(graph, p.rsplit(".", 1)[0] if "." in p else "")))
+            edge(s.output, chain(_dataflow_scope(graph, _parent(p))))
     for o in graph.output_ids():  # the model's results leave every module that makes them
         edge(o, [])
 
