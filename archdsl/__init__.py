@@ -6,6 +6,7 @@
 """
 
 from .diagnostics import Diagnostic, SpecError
+from .limits import Limits
 from .spec import Override, Spec, load_spec
 
 
@@ -15,5 +16,5 @@ def load_checkpoint(path, device=None):
     return _load(path, device=device)
 
 
-__all__ = ["Diagnostic", "Override", "Spec", "SpecError", "load_checkpoint", "load_spec"]
+__all__ = ["Diagnostic", "Limits", "Override", "Spec", "SpecError", "load_checkpoint", "load_spec"]
 __version__ = "0.1.0"

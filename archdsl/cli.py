@@ -52,7 +52,24 @@ def _load(args):
     if not os.path.isfile(args.spec):
         raise UsageError(f"no such spec file: {args.spec}")
     shape = parse_shape(args.input) if args.input else None
-    return load_spec(args.spec, model=args.model, input_shape=shape, **parse_sets(args.set))
+    return load_spec(args.spec, model=args.model, input_shape=shape, trusted=not args.untrusted,
+                     limits=parse_limits(args.limit, not args.untrusted), **parse_sets(args.set))
+
+
+def parse_limits(items: list[str], trusted: bool):
+    """Parse ``--limit NAME=N`` options into the :class:`archdsl.Limits` of the mode."""
+    from .limits import resolve
+    changes = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        value = value.strip().replace("_", "")
+        if not sep or not value.isdigit():
+            raise UsageError(f"invalid --limit {item!r}: expected NAME=N, e.g. --limit nodes=5000000")
+        changes[key.strip()] = int(value)
+    try:
+        return resolve(changes, trusted)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _check_dtype(args) -> str:
@@ -67,6 +84,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override a model parameter (repeatable), e.g. --set num_classes=10")
     p.add_argument("--input", metavar="CxHxW", help="override the input shape, e.g. 3x160x160")
     p.add_argument("--model", metavar="NAME", help="which model, when the file defines several")
+    p.add_argument("--untrusted", action="store_true",
+                   help="the spec comes from someone else: `use` only inside its directory and the zoo, "
+                        "tighter budgets, and a memory ceiling for building (docs/cli.md, Budgets)")
+    p.add_argument("--limit", action="append", metavar="NAME=N", default=[],
+                   help="raise or lower one budget (repeatable), e.g. --limit nodes=5000000")
 
 
 def cmd_check(args) -> int:

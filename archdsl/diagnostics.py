@@ -112,12 +112,23 @@ class SpecError(Exception):
 class Collector:
     """Accumulates diagnostics so that several independent errors are reported in one run."""
 
+    #: the most errors reported for one spec; at the limit the run stops (as compilers' ``-fmax-errors``)
+    MAX_ERRORS = 100
+
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
+        self._seen: set[Diagnostic] = set()
 
     def add(self, diag: Diagnostic) -> None:
-        if diag not in self.diagnostics:
-            self.diagnostics.append(diag)
+        if diag in self._seen:
+            return
+        self._seen.add(diag)
+        self.diagnostics.append(diag)
+        if len(self.diagnostics) >= self.MAX_ERRORS:
+            self.diagnostics.append(Diagnostic(f"too many errors: stopped after {self.MAX_ERRORS}", diag.span,
+                                               "the last one reported",
+                                               help="fix these first; later errors often follow from them"))
+            raise SpecError(self.diagnostics)
 
     def error(self, message: str, span: Span | None = None, label: str = "", help: str | None = None,
               notes: tuple[str, ...] = ()) -> None:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .atomicio import default_mode
 from .elaborate.expr import BUILTINS
 from .elaborate.values import render
 from .ops import all_ops
@@ -59,11 +60,11 @@ def _args_table(args) -> list[str]:
         return ["Takes no arguments."]
     if not any(a.doc for a in args):  # no descriptions: leave the column out
         out = ["| Argument | Type | Default |", "|---|---|---|"]
-        out += [f"| `{a.name}` | {_cell(a.type.name)} | {_cell(_default(a))} |" for a in args]
+        out += [f"| `{a.name}` | {_cell(a.type_text)} | {_cell(_default(a))} |" for a in args]
         return out
     out = ["| Argument | Type | Default | Description |", "|---|---|---|---|"]
     for a in args:
-        out.append(f"| `{a.name}` | {_cell(a.type.name)} | {_cell(_default(a))} | {_cell(a.doc or '')} |")
+        out.append(f"| `{a.name}` | {_cell(a.type_text)} | {_cell(_default(a))} | {_cell(a.doc or '')} |")
     return out
 
 
@@ -96,6 +97,11 @@ def _function_form(op: Op) -> str:
     return f"{op.name}({tensors}{', ' if tensors and inner else ''}{inner})"
 
 
+def _has_params(op: Op) -> bool:
+    """Learned tensors: a module's (``param_names``), or the one a direct-parameter op owns itself."""
+    return bool(op.param_names) or (op.direct_param and not op.direct_buffer)
+
+
 def _op_section(op: Op) -> list[str]:
     out = [f"#### `{op.name}`", ""]
     if op.functional:
@@ -113,15 +119,24 @@ def _op_section(op: Op) -> list[str]:
         out += [doc, ""]
     params = ", ".join(f"`{p}`" for p in op.param_names) if op.param_names else "none"
     torch_class = f"`{_class_path(op)}`" if op.torch_class else "none (a function in the generated `forward`)"
+    in_tree = "no (applied as a function)" if op.functional else "yes"
+    if op.direct_param:  # its one tensor sits on the enclosing module, under the statement's label
+        kind = "buffer" if op.direct_buffer else "parameter"
+        params = ("none (a buffer)" if op.direct_buffer else
+                  "the tensor itself, by its label: `init \"LABEL\" = ...`")
+        torch_class = f"none (an `nn.Parameter` on the enclosing module)" if not op.direct_buffer else \
+            "none (a buffer on the enclosing module)"
+        in_tree = f"no: a {kind} of the enclosing module, named by the label (`name: {op.name}(...)` gives " \
+                  f"the `state_dict` key `name`)"
     out += [
         "| Property | Value |",
         "|---|---|",
         f"| Category | {op.category} |",
         f"| Inputs | {_inputs(op)} |",
-        f"| Has parameters | {'yes' if op.param_names else 'no'} |",
+        f"| Has parameters | {'yes' if _has_params(op) else 'no'} |",
         f"| Parameter tensors (for `init`) | {params} |",
         f"| Torch class | {torch_class} |",
-        f"| Module in the model tree | {'no (applied as a function)' if op.functional else 'yes'} |",
+        f"| Module in the model tree | {in_tree} |",
         "",
     ]
     out += _args_table(op.args)
@@ -156,6 +171,12 @@ def render_ops_markdown() -> str:
         "takes one integer for both spatial axes or a list `[height, width]`; likewise",
         "`int or [int, int, int]` takes `[depth, height, width]` and `int or [int]` a `[length]`.",
         "",
+        "Every number in an argument is range-checked when the call is bound, with an error at the",
+        "argument: integers are below 2\\*\\*31 in magnitude (the largest dimension; `buffer` values:",
+        "below 2\\*\\*63, int64), floats are finite (no NaN; no infinity unless the type says so)",
+        "and within float32's range, and both lie in the range shown with the type (for a list, each",
+        "entry), e.g. `int (>= 1)`, `float (in [0, 1])`, `float (> 0)`.",
+        "",
         "## Summary",
         "",
         "| Op | Category | Inputs | Has parameters | Torch class |",
@@ -164,7 +185,7 @@ def render_ops_markdown() -> str:
     for op in ops:
         torch_class = f"`{_class_path(op).replace('torch.nn.', 'nn.')}`" if op.torch_class else "—"
         out.append(f"| [`{op.name}`](#{op.name}) | {op.category} | {_inputs(op)} | "
-                   f"{'yes' if op.param_names else 'no'} | {torch_class} |")
+                   f"{'yes' if _has_params(op) else 'no'} | {torch_class} |")
     out += ["", "## Ops", ""]
     current = None
     for op in ops:
@@ -216,7 +237,7 @@ def write_ops_markdown(path: str | os.PathLike = DEFAULT_PATH) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else default_mode())
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
 from .diagnostics import Collector, Diagnostic, Source, Span, SpecError
 from .elaborate.elaborator import Elaborator, Override
-from .elaborate.loader import DiskFS, Loader, MemoryFS
+from .elaborate.loader import ConfinedFS, DiskFS, Loader, MemoryFS, zoo_root
 from .elaborate.values import render, to_value
 from .ir import Graph
+from .limits import TRUSTED, BudgetExceeded, Limits, budget, resolve
 
 __all__ = ["Spec", "load_spec", "Override"]
 
@@ -30,6 +32,7 @@ class Spec:
     overrides: dict[str, str] = field(default_factory=dict)
     input_override: tuple[int, ...] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    limits: Limits = TRUSTED   #: the budgets it was loaded under; ``build()`` keeps to ``limits.build_bytes``
 
     @property
     def name(self) -> str:
@@ -70,7 +73,7 @@ class Spec:
     def build(self, device=None, dtype=None):
         """Compile to an ``nn.Module`` on ``device`` (e.g. ``"cpu"``, ``"cuda"``, ``"meta"``) and ``dtype``."""
         from .backends.torch_backend import build_module
-        return build_module(self.ir, device=device, dtype=dtype)
+        return build_module(self.ir, device=device, dtype=dtype, max_bytes=self.limits.build_bytes)
 
     def save_checkpoint(self, path, module) -> None:
         """Save sources, overrides and ``module``'s weights so ``load_checkpoint`` rebuilds it."""
@@ -102,37 +105,55 @@ def _is_path(spec) -> bool:
     return "\n" not in spec and "{" not in spec and "=" not in spec
 
 
-def load_spec(spec, *, model: str | None = None, input_shape=None, **overrides) -> Spec:
+def load_spec(spec, *, model: str | None = None, input_shape=None, trusted: bool = True, limits=None,
+              **overrides) -> Spec:
     """Load, elaborate and shape-check a spec.
 
     ``spec`` is a path to a ``.arch`` file or spec text. Keyword ``overrides`` set model
     parameters (``num_classes=10``); values may be Python values or :class:`Override`
     expression text. ``input_shape=(C, H, W)`` replaces the declared input. ``model``
     picks one model when the file defines several. Raises :class:`SpecError`.
+
+    ``trusted=False`` is for specs from other people (a service): ``use`` reads only files
+    inside the main spec's directory (for spec text: the shipped zoo) and the zoo, the
+    budgets are :data:`archdsl.limits.UNTRUSTED`'s, and ``build()`` refuses a model whose
+    memory passes ``limits.build_bytes``. ``limits`` changes budgets: a dict such as
+    ``{"nodes": 5_000_000}`` (applied to the mode's defaults) or an :class:`archdsl.Limits`.
     """
+    lim = resolve(limits, trusted)
     if _is_path(spec):
-        fs = DiskFS()
         key = os.path.abspath(os.fspath(spec))
+        fs = DiskFS(lim.file_bytes) if trusted else ConfinedFS([os.path.dirname(key), zoo_root()], lim.file_bytes)
         try:
-            text = fs.read(key)
+            text = fs.read(key, main=True)
         except (OSError, UnicodeDecodeError) as e:
             raise SpecError([Diagnostic(f"cannot read spec file {os.fspath(spec)}: "
                                         f"{e.strerror if isinstance(e, OSError) else e}")]) from None
-        return _load(fs, key, fs.display(key), text, model, input_shape, overrides)
-    fs = DiskFS()
-    key = os.path.join(os.getcwd(), "<string>")
-    return _load(fs, key, "<string>", spec, model, input_shape, overrides)
+        return _load(fs, key, fs.display(key), text, model, input_shape, overrides, lim, trusted)
+    if trusted:
+        fs, key = DiskFS(lim.file_bytes), os.path.join(os.getcwd(), "<string>")
+    else:  # spec text from a service: its imports come from the zoo only
+        fs, key = ConfinedFS([zoo_root()], lim.file_bytes), os.path.join(zoo_root(), "<string>")
+    return _load(fs, key, "<string>", spec, model, input_shape, overrides, lim, trusted)
 
 
-def load_sources(sources: dict[str, str], main: str, *, model=None, input_shape=None, **overrides) -> Spec:
+def load_sources(sources: dict[str, str], main: str, *, model=None, input_shape=None, trusted: bool = True,
+                 limits=None, **overrides) -> Spec:
     """Load a spec from in-memory files (``{relative path: text}``), e.g. from a checkpoint."""
     fs = MemoryFS(sources)
-    return _load(fs, main, main, sources[main], model, input_shape, overrides)
+    return _load(fs, main, main, sources[main], model, input_shape, overrides, resolve(limits, trusted), trusted)
 
 
-def _load(fs, key, display, text, model, input_shape, overrides) -> Spec:
+def _load(fs, key, display, text, model, input_shape, overrides, limits: Limits = TRUSTED,
+          trusted: bool = True) -> Spec:
+    collector = Collector()
     try:
-        return _load_unguarded(fs, key, display, text, model, input_shape, overrides)
+        with budget(limits, trusted):
+            spec = _load_unguarded(fs, key, display, text, model, input_shape, overrides, collector)
+        spec.limits = limits
+        return spec
+    except BudgetExceeded as e:  # the load stops at once: what went wrong before, then the budget
+        raise SpecError([*collector.diagnostics, e.diagnostic]) from None
     except RecursionError:  # e.g. `1 + 1 + ...` thousands of terms long: not worth a traceback
         first = text.split("\n", 1)[0]
         raise SpecError([Diagnostic(f"{display} nests too deeply to compile",
@@ -141,10 +162,16 @@ def _load(fs, key, display, text, model, input_shape, overrides) -> Spec:
                                          "split it with `let` or a `for` loop")]) from None
 
 
-def _load_unguarded(fs, key, display, text, model, input_shape, overrides) -> Spec:
+def _model_name_span(decl) -> Span:
+    """The `model NAME` words that start a model's declaration (its span covers the whole body)."""
+    sp = decl.span
+    m = re.match(r"model\s+" + re.escape(decl.name) + r"\b", sp.source.line(sp.line)[sp.column - 1:])
+    return Span(sp.source, sp.line, sp.column, sp.line, sp.column + (m.end() if m else len("model")))
+
+
+def _load_unguarded(fs, key, display, text, model, input_shape, overrides, collector: Collector) -> Spec:
     timings = {}
     t0 = time.perf_counter()
-    collector = Collector()
     loader = Loader(fs, collector)
     loaded = loader.load_text(text, key, display)
     t1 = time.perf_counter()
@@ -157,13 +184,19 @@ def _load_unguarded(fs, key, display, text, model, input_shape, overrides) -> Sp
                                     help="add `model NAME input CxHxW { ... }` or `model NAME input CxHxW = Block(...)`")])
     if model is None:
         if len(loaded.models) > 1:
+            first, second = list(loaded.models.values())[:2]
             raise SpecError([Diagnostic(f"{display} defines several models ({', '.join(loaded.models)}); "
-                                        "choose one with --model")])
+                                        "choose one with --model", _model_name_span(second),
+                                        f"a second model, after `{first.name}` at {first.span.location}",
+                                        help=f"pick one: `--model {first.name}` on the command line, "
+                                             f"`load_spec(..., model=\"{first.name}\")` in Python")])
         model = next(iter(loaded.models))
     if model not in loaded.models:
         from .diagnostics import did_you_mean
-        raise SpecError([Diagnostic(f"{display} has no model `{model}`",
-                                    help=did_you_mean(model, loaded.models) or
+        first = next(iter(loaded.models.values()))
+        raise SpecError([Diagnostic(f"{display} has no model `{model}`", _model_name_span(first),
+                                    f"the first of {len(loaded.models)} models" if len(loaded.models) > 1
+                                    else "the only model", help=did_you_mean(model, loaded.models) or
                                     f"models: {', '.join(loaded.models)}")])
     values = {k: (v if isinstance(v, Override) else to_value(v)) for k, v in overrides.items()}
     elab = Elaborator(collector)

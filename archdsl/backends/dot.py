@@ -30,7 +30,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 import graphviz
@@ -774,15 +773,6 @@ def render(dot: graphviz.Digraph, path, format: str | None = None, dpi: int | No
             dot = dot.copy()
             dot.attr("graph", dpi=str(int(dpi)))
         data = dot.pipe(format=format)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".archdsl-draw-", suffix="." + format, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from ..atomicio import atomic_write
+    atomic_write(path, lambda f: f.write(data), prefix=".archdsl-draw-", suffix="." + format)
     return path

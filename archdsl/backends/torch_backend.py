@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import math
 import operator
 from collections import OrderedDict
 
@@ -24,8 +25,14 @@ from ..passes.dataflow import module_signatures
 from ..passes.inplace import inplace_nodes
 
 
-def build_module(graph: Graph, device=None, dtype=None) -> nn.Module:
-    """Build the torch module for ``graph`` on ``device`` (``"meta"`` allocates nothing)."""
+def build_module(graph: Graph, device=None, dtype=None, max_bytes: int = 0) -> nn.Module:
+    """Build the torch module for ``graph`` on ``device`` (``"meta"`` allocates nothing).
+
+    ``max_bytes`` (0: no limit): refuse, before allocating anything, a model whose parameters,
+    buffers and one sample's activations need more bytes than this (a SpecError at the model).
+    """
+    if max_bytes and (device is None or torch.device(device).type != "meta"):
+        _check_memory(graph, dtype, max_bytes)
     builder = _Builder(graph, inplace_nodes(graph))
     ctx = torch.device(device) if device is not None else contextlib.nullcontext()
     with ctx:
@@ -33,6 +40,21 @@ def build_module(graph: Graph, device=None, dtype=None) -> nn.Module:
     if dtype is not None:
         model = model.to(dtype=_dtype(dtype))
     return model
+
+
+def _check_memory(graph: Graph, dtype, max_bytes: int) -> None:
+    from ..diagnostics import Diagnostic, SpecError
+    from ..limits import how_to_raise
+    size = torch.empty((), dtype=_dtype(dtype) if dtype is not None else torch.get_default_dtype()).element_size()
+    weights = sum(n.params + n.buffers for n in graph.nodes.values())
+    activations = sum(math.prod(n.shape) * max(n.fold, 1) for n in graph.ops() if n.shape is not None)
+    need = (weights + activations) * size
+    if need > max_bytes:
+        raise SpecError([Diagnostic(
+            f"building this model needs about {need / 2 ** 30:.1f} GiB ({weights:,} parameter and buffer elements, "
+            f"{activations:,} activation elements per sample), more than the `build_bytes` budget of "
+            f"{max_bytes / 2 ** 30:.1f} GiB", graph.scopes[""].span, "this model",
+            help=how_to_raise("build_bytes", max_bytes) + "; or build it on device=\"meta\"")])
 
 
 def _dtype(d):

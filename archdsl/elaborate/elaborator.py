@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from .. import limits
 from ..diagnostics import Collector, Diagnostic, Span, SpecError, did_you_mean
 from ..ir import INPUT_ID, RESERVED_NAMES, Graph, InitRule, Node, Scope, flatten_outputs
 from ..ops.init import INIT_FUNCS
@@ -29,7 +30,7 @@ POISON = -1
 NO_FLOW = -2  # no current tensor: a block whose inputs are not one tensor, before a `from`
 MAX_DIM = 2 ** 31           # the largest dimension size (exclusive)
 MAX_ELEMENTS = 2 ** 40      # the most elements of one tensor, per sample
-MAX_BLOCK_DEPTH = 50  # nested block calls; deeper is almost surely unbounded recursion
+MAX_BLOCK_DEPTH = limits.TRUSTED.block_depth  # nested block calls (the `block_depth` budget's default)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 # Module names may also contain `-` (torchvision's RegNet names its blocks "block1-0").
 _MODULE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -82,6 +83,8 @@ class Elaborator:
         self._spans_reported: set = set()
         self._label_spans: dict[tuple[str, str], Span] = {}  # (scope path, name) -> label that gave it
         self._children: dict[str, dict[str, tuple[str, object]]] = {}  # scope path -> name -> (kind, ref)
+        self._numbered: dict[str, int] = {}  # scope path -> children that take a position number
+        self._budget = limits.current()
         self._calls: list[tuple[str, Span]] = []  # the block calls being elaborated, outermost first
         self._taps: dict[str, dict[str, tuple[int, Span]]] = {}  # scope path -> tap name -> (node id, span)
         self._frames: list[_Frame] = []
@@ -332,6 +335,7 @@ class Elaborator:
             self._frames[-1].nested += delta
 
     def run_stmt(self, st, scope, env, cur, fan):
+        self._budget.spend("steps", 1, st.span)
         if isinstance(st, ast.Let):
             self._let(st, scope, env, cur if fan is None else fan.start)
             return cur
@@ -471,6 +475,7 @@ class Elaborator:
             raise EvalError(Diagnostic(f"`for` needs a list to iterate over, got {describe(items)}",
                                        st.iterable.span))
         for item in items:
+            self._budget.spend("steps", 1, st.span)
             body_env = env.child(bind_targets(st.targets, item, st.span))
             cur = self.run_body(st.body, scope, body_env, cur, fan)
         return cur
@@ -529,17 +534,25 @@ class Elaborator:
         raise AssertionError(node)  # pragma: no cover
 
     # ------------------------------------------------------------ naming
-    def _place(self, label: ast.Label | None, scope: Scope, env: Env, start: int, span: Span) -> tuple[Scope, str]:
+    def _place(self, label: ast.Label | None, scope: Scope, env: Env, start: int, span: Span,
+               owned: str | None = None) -> tuple[Scope, str]:
         """Where a new child goes: its parent scope and its name there.
 
         Unnamed children are numbered by position, as ``nn.Sequential`` does. A dotted label
         (``"downs.{i}"``) puts the child in a *container* (``downs``), created on first use:
         a module that only holds children, whose data flow stays in ``scope``.
+        ``owned``: the child is a tensor the module owns directly (``class_token``): unnamed, it
+        takes no number (as in torch) but the op's name.
         """
-        if label is None:  # tensors a module owns directly (`parameter`) take no number, as in torch
-            text = str(sum(1 for _, kind, ref in scope.children
-                           if kind == "scope" or not get_op(self.nodes[ref].op) or
-                           not get_op(self.nodes[ref].op).direct_param))
+        if label is None and owned is not None:
+            if owned in self._children.get(scope.path, ()):
+                raise EvalError(Diagnostic(
+                    f"this `{owned}` tensor would be named `{owned}`, a name already taken here", span,
+                    "needs a name", help=f"label it: `{owned}_2: {owned}(...)`",
+                    notes=self._given_at(scope, owned)))
+            return scope, owned
+        if label is None:
+            text = str(self._numbered.get(scope.path, 0))
             if text in self._children.get(scope.path, ()):
                 raise EvalError(Diagnostic(
                     f"this unnamed module would be numbered `{text}`, a name already given by a label",
@@ -600,6 +613,9 @@ class Elaborator:
     def _add_child(self, scope: Scope, name: str, kind: str, ref) -> None:
         scope.children.append((name, kind, ref))
         self._children.setdefault(scope.path, {})[name] = (kind, ref)
+        op = get_op(self.nodes[ref].op) if kind == "node" else None
+        if op is None or not op.direct_param:  # what an unnamed child's number counts
+            self._numbered[scope.path] = self._numbered.get(scope.path, 0) + 1
 
     def _new_scope(self, parent: Scope, name: str, kind: str, block: str | None, span: Span, start: int) -> Scope:
         """Create the child scope ``name`` of ``parent``, reading ``start``."""
@@ -662,7 +678,9 @@ class Elaborator:
             self._unknown_callable(call, env, target)
             return POISON
         inputs, start = self._applied_to(call, target, env, start, scope)
-        parent, name = self._place(label, scope, env, start, call.span)
+        op = get_op(target.name) if isinstance(target, OpRef) else None
+        parent, name = self._place(label, scope, env, start, call.span,
+                                   owned=op.name if op is not None and op.direct_param else None)
         in_shape = self._in(start)
         if evaluated is not None:
             positional, keyword = evaluated
@@ -756,11 +774,14 @@ class Elaborator:
                                                      start if start != NO_FLOW else INPUT_ID)
         if params is None:
             return POISON
-        if len(self._calls) >= MAX_BLOCK_DEPTH:
+        self._budget.spend("calls", 1, call.span)
+        depth = self._budget.limits.block_depth
+        if len(self._calls) >= depth:
             chain = [n for n, _ in self._calls[-6:]] + [d.name]
-            self.err(f"blocks nested more than {MAX_BLOCK_DEPTH} deep: `{d.name}` is called at depth "
+            self.err(f"blocks nested more than {depth} deep: `{d.name}` is called at depth "
                      f"{len(self._calls) + 1}", call.span, "too deep",
-                     help="a block that calls itself needs a condition that ends the recursion",
+                     help="a block that calls itself needs a condition that ends the recursion; for a deliberately "
+                          f"deeper nesting raise the `block_depth` budget (`--limit block_depth={depth * 10}`)",
                      notes=(f"innermost calls: {' -> '.join(chain)}",
                             f"the outermost of them is at {self._calls[0][1].location}"))
             raise _TooDeep()
@@ -869,6 +890,7 @@ class Elaborator:
         and computes its costs. ``functional``: the node is a function call in ``forward`` (no module);
         by default, when the op is a join."""
         functional = op.functional if functional is None else functional
+        self._budget.spend("nodes", 1, span)
         nid = self._new_id()
         nodes = [self.nodes[i] if i != POISON else None for i in inputs]
         shapes = [n.shape if n is not None else None for n in nodes]
@@ -1107,7 +1129,18 @@ class Elaborator:
             if not use:
                 return self.run_body(node.body, scope, env.child(), start)
         body_out = self.run_body(node.body, scope, env.child(), start)
-        if start == POISON:  # an earlier error: the body was still checked for errors of its own
+        if start == POISON:  # an earlier error: both bodies are still checked for errors of their own
+            if node.shortcut is not None:
+                use = True
+                if node.shortcut_cond is not None:
+                    try:
+                        use = truth(self._ev(node.shortcut_cond, env, start, scope), node.shortcut_cond.span)
+                    except EvalError as e:
+                        self.error(e.diagnostic)
+                    except Poisoned:  # the condition reads the failed tensor: check the body anyway
+                        pass
+                if use:
+                    self.run_body(node.shortcut, scope, env.child(), start)
             return POISON
         if body_out == start and node.shortcut is None:
             self.err("`residual` body is empty", node.span, "nothing to add to the shortcut",
@@ -1139,12 +1172,7 @@ class Elaborator:
                 label = f"the branch ends with {fmt_shape(b)}, the shortcut with {fmt_shape(s)}"
             help_, notes = None, ()
             if not projection and len(b) == 3 and len(s) == 3:
-                stride = ""
-                if b[1:] != s[1:]:
-                    sh, sw = (s[1] // b[1], s[2] // b[2]) if b[1] and b[2] else (0, 0)
-                    stride = (f", stride = {sh}" if sh == sw else f", stride = [{sh}, {sw}]") if sh > 1 or sw > 1 \
-                        else ", stride = ..."
-                help_ = f"add a projection shortcut, e.g. `shortcut {{ conv2d({b[0]}, 1{stride}); batchnorm2d() }}`"
+                help_ = _shortcut_help(b, s)
             elif projection:
                 help_ = f"the shortcut must produce {fmt_shape(b)}, the shape of the branch"
                 if node.shortcut_span is not None:
@@ -1327,6 +1355,27 @@ def _fits(shape) -> bool:
     """A shape torch can describe and allocate: integer dims in [1, 2**31), at most 2**40 elements a sample."""
     return all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < MAX_DIM for d in shape) and \
         math.prod(shape) <= MAX_ELEMENTS
+
+
+def _shortcut_help(b, s) -> str:
+    """How an identity shortcut (a CxHxW map ``s``) can be made to match the branch's output ``b``."""
+    (c, bh, bw), (sc, sh, sw) = b, s
+    conv = f"conv2d({c}, 1); batchnorm2d()"
+    if (bh, bw) == (sh, sw):
+        return f"add a projection shortcut, e.g. `shortcut {{ {conv} }}`"
+    proj = "" if c == sc else f"; {conv}"
+    if bh > sh or bw > sw:  # no stride makes a map larger
+        return (f"the branch grows the map from {sh}x{sw} to {bh}x{bw}, which no strided shortcut can: keep the "
+                f"branch's size, or resize the shortcut, e.g. `shortcut {{ interpolate(size = [{bh}, {bw}]){proj} }}`")
+    if (bh, bw) == (1, 1):  # a global pooling in the branch: a strided 1x1 conv would read one corner pixel
+        return (f"the branch shrinks the {sh}x{sw} map to 1x1, so the shortcut needs a pooling too, e.g. "
+                f"`shortcut {{ adaptive_avgpool2d(1){proj} }}`, or the branch should keep the size")
+    th, tw = sh // bh, sw // bw
+    if (sh - 1) // th + 1 == bh and (sw - 1) // tw + 1 == bw:  # what a strided 1x1 conv gives
+        stride = f"stride = {th}" if th == tw else f"stride = [{th}, {tw}]"
+        return f"add a projection shortcut, e.g. `shortcut {{ conv2d({c}, 1, {stride}); batchnorm2d() }}`"
+    return (f"the branch shrinks the {sh}x{sw} map to {bh}x{bw}, which no stride gives: pool the shortcut to "
+            f"that size, e.g. `shortcut {{ adaptive_avgpool2d([{bh}, {bw}]){proj} }}`")
 
 
 def _bound_later(d: Diagnostic, rest) -> Diagnostic:

@@ -12,12 +12,13 @@ import difflib
 import math
 from typing import Callable
 
+from .. import limits
 from ..diagnostics import Diagnostic, Span, did_you_mean
 from ..syntax import ast
 from .values import (BlockRef, OpRef, ShapeValue, TensorValue, _MISSING, _POISONED, contains_tensor, describe,
                      render, type_name)
 
-MAX_LIST = 1_000_000
+MAX_LIST = limits.TRUSTED.list_len  # the `list_len` budget's default
 
 
 class EvalError(Exception):
@@ -133,8 +134,7 @@ def _range(span, *a):
         fail("range step must not be zero", span)
     start, stop, step = (0, a[0], 1) if len(a) == 1 else (a[0], a[1], a[2] if len(a) == 3 else 1)
     n = max(0, (stop - start + step - (1 if step > 0 else -1)) // step)  # len(range(...)), for any size
-    if n > MAX_LIST:
-        fail(f"range of {n} items is too long (limit {MAX_LIST})", span)
+    _room(n, span, f"range of {n} items is too long")
     return tuple(range(start, stop, step))
 
 
@@ -168,11 +168,11 @@ def _sum(span, items):
 
 
 def _zip(span, *lists):
-    return tuple(tuple(t) for t in zip(*(_seq(x, span) for x in lists)))
+    return _check_len(tuple(tuple(t) for t in zip(*(_seq(x, span) for x in lists))), span)
 
 
 def _enumerate(span, items, start=0):
-    return tuple((i, x) for i, x in enumerate(_seq(items, span), _int(start, span)))
+    return _check_len(tuple((i, x) for i, x in enumerate(_seq(items, span), _int(start, span))), span)
 
 
 def _to_int(span, v):
@@ -312,7 +312,7 @@ class _Evaluator:
         return self.in_shape
 
     def e_ListExpr(self, e):
-        return tuple(self.value_of(x) for x in e.items)
+        return _check_len(tuple(self.value_of(x) for x in e.items), e.span)
 
     def e_DictExpr(self, e):
         out = {}
@@ -327,13 +327,15 @@ class _Evaluator:
 
     def e_ListComp(self, e):
         out = []
+        budget = limits.current()
         for item in _seq(self.value_of(e.iterable), e.iterable.span):
+            budget.spend("steps", 1, e.span)
             scope = self.env.child(bind_targets(e.targets, item, e.span))
             sub = _Evaluator(scope, self.in_shape, self.ctx)
             if e.cond is not None and not truth(sub.value_of(e.cond), e.cond.span):
                 continue
             out.append(sub.value_of(e.elt))
-        return tuple(out)
+        return _check_len(tuple(out), e.span)
 
     def e_IfExpr(self, e):
         return self.value_of(e.then) if truth(self.value_of(e.cond), e.cond.span) else self.value_of(e.otherwise)
@@ -482,17 +484,34 @@ def binary(op: str, a, b, e):
         return _check_len(a + b, span)
     if op == "+" and isinstance(a, str) and isinstance(b, str):
         return _check_len(a + b, span)
+    if op == "+" and isinstance(a, str) != isinstance(b, str):
+        num = b if isinstance(a, str) else a
+        if isinstance(num, (int, float)) and not isinstance(num, bool):
+            _str_plus_number(a, b, e)
     if op == "*" and (isinstance(a, tuple) or isinstance(b, tuple)):
         lst, n = (a, b) if isinstance(a, tuple) else (b, a)
         n = _int(n, span)
-        if len(lst) * max(n, 0) > MAX_LIST:
-            fail(f"list would have more than {MAX_LIST} items", span)
+        _room(len(lst) * max(n, 0), span)
         return lst * n
     a, b = _num(a, e.left.span), _num(b, e.right.span)
     try:
         return _magnitude(_arith(op, a, b, e), span)
     except OverflowError:
         fail("arithmetic overflow: the result does not fit a float", span)
+
+
+def _str_plus_number(a, b, e):
+    """`"stage" + s` with a number ``s``: a string and a number do not add (as in Python)."""
+    num, side = (b, e.right) if isinstance(a, str) else (a, e.left)
+    sp = side.span
+    text = sp.source.line(sp.line)[sp.column - 1:sp.end_column - 1] if sp.end_line == sp.line else ""
+    text = text if text.strip() else "x"
+    fixed = f"{render(a)} + str({text})" if isinstance(a, str) else f"str({text}) + {render(b)}"
+    template = (f"{a}{{{text}}}" if isinstance(a, str) else f"{{{text}}}{b}").replace('"', "'")
+    kind = "an integer" if isinstance(num, int) else "a float"
+    also = f"; a label or tap name can also be a template: `\"{template}\"`" if isinstance(num, int) else ""
+    fail(f"a string and {kind} cannot be added", sp, f"this is {describe(num)}",
+         help=f"convert the number first: `{fixed}`{also}")
 
 
 #: the largest integer magnitude an expression may compute (far beyond any tensor size or count)
@@ -541,9 +560,19 @@ def _equal(a, b) -> bool:
     return a == b
 
 
+def _room(n: int, span, message: str | None = None) -> None:
+    """Refuse a list (or string) of ``n`` items over the `list_len` budget; count them in the `items` budget."""
+    budget = limits.current()
+    cap = budget.limits.list_len
+    if n > cap:
+        fail(message or f"list would have more than {cap:,} items (the `list_len` budget)", span,
+             help=limits.how_to_raise("list_len", cap))
+    budget.spend("items", n, span)
+
+
 def _check_len(v, span):
-    if len(v) > MAX_LIST:
-        fail(f"list would have more than {MAX_LIST} items", span)
+    """``v`` (a list or string just made), after :func:`_room`."""
+    _room(len(v), span)
     return v
 
 

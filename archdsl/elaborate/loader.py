@@ -26,28 +26,37 @@ class UnreadableSpec(OSError):
         self.strerror = reason
 
 
+def zoo_root() -> str:
+    """The directory of the shipped specs (``specs/``, holding ``lib/`` with the family files)."""
+    return os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "specs"))
+
+
 class DiskFS:
     """Spec files on disk; keys are absolute paths, shown relative to the working directory."""
+
+    def __init__(self, max_bytes: int = MAX_SPEC_BYTES):
+        self.max_bytes = max_bytes
 
     def resolve(self, base_key: str | None, rel: str) -> str:
         base = os.path.dirname(base_key) if base_key else os.getcwd()
         return os.path.normpath(os.path.join(base, rel))
 
-    def read(self, key: str) -> str:
-        """The UTF-8 text of a regular file of at most :data:`MAX_SPEC_BYTES` (never a device, FIFO or
-        directory, which could block or never end)."""
+    def read(self, key: str, main: bool = False) -> str:
+        """The UTF-8 text of a regular file of at most ``max_bytes`` (never a device, FIFO or
+        directory, which could block or never end). ``main``: the file named by the user."""
         import stat
         if "\x00" in key:
             raise UnreadableSpec("the path contains a NUL character")
         st = os.stat(key)
         if not stat.S_ISREG(st.st_mode):
             raise UnreadableSpec("not a regular file")
-        if st.st_size > MAX_SPEC_BYTES:
-            raise UnreadableSpec(f"larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB")
+        too_large = f"larger than {self.max_bytes:,} bytes (the `file_bytes` budget)"
+        if st.st_size > self.max_bytes:
+            raise UnreadableSpec(too_large)
         with open(key, "rb") as f:
-            data = f.read(MAX_SPEC_BYTES + 1)
-        if len(data) > MAX_SPEC_BYTES:
-            raise UnreadableSpec(f"larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB")
+            data = f.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:
+            raise UnreadableSpec(too_large)
         if b"\x00" in data:
             raise UnreadableSpec("a binary file (it contains NUL bytes)")
         try:
@@ -60,6 +69,36 @@ class DiskFS:
         return key if rel.startswith("..") else rel
 
 
+class ConfinedFS(DiskFS):
+    """Spec files on disk, for untrusted specs: imports only from inside ``roots`` (the main spec's
+    directory tree and the zoo), by relative paths that stay inside, symbolic links resolved."""
+
+    def __init__(self, roots, max_bytes: int = MAX_SPEC_BYTES):
+        super().__init__(max_bytes)
+        self.roots = [os.path.realpath(r) for r in roots]
+
+    def check(self, rel: str) -> str | None:
+        """Why the import path ``rel`` is refused, or None."""
+        if os.path.isabs(rel) or rel.startswith(("~", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+            return "an absolute path (untrusted specs import by relative paths only)"
+        return None
+
+    def read(self, key: str, main: bool = False) -> str:
+        if not main:
+            real = os.path.realpath(key)
+            if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots):
+                raise UnreadableSpec("outside the spec's directory and the zoo (untrusted specs import only "
+                                     "from there)")
+        return super().read(key, main)
+
+    def display(self, key: str) -> str:
+        zoo = os.path.realpath(zoo_root())
+        real = os.path.realpath(key)
+        if real.startswith(zoo + os.sep):  # never reveal where the service keeps its files
+            return "<zoo>/" + os.path.relpath(real, zoo).replace(os.sep, "/")
+        return super().display(key)
+
+
 class MemoryFS:
     """Spec files held in memory (checkpoints); keys are normalized relative POSIX paths."""
 
@@ -70,7 +109,7 @@ class MemoryFS:
         base = posixpath.dirname(base_key) if base_key else ""
         return posixpath.normpath(posixpath.join(base, rel))
 
-    def read(self, key: str) -> str:
+    def read(self, key: str, main: bool = False) -> str:
         if key not in self.files:
             raise FileNotFoundError(key)
         return self.files[key]
@@ -168,6 +207,10 @@ class Loader:
             self.diag.error(f"cannot import {item.path!r}: the path contains a NUL character", item.span,
                             "imported here")
             return
+        refused = self.fs.check(item.path) if isinstance(self.fs, ConfinedFS) else None
+        if refused:
+            self.diag.error(f"cannot import \"{item.path}\": {refused}", item.span, "imported here")
+            return
         target = self.fs.resolve(key, item.path)
         if target in self._stack:
             chain = " -> ".join(self.fs.display(k) for k in self._stack[self._stack.index(target):] + [target])
@@ -180,7 +223,8 @@ class Loader:
                 e.strerror if isinstance(e, UnreadableSpec) else \
                 "a directory" if isinstance(e, IsADirectoryError) else type(e).__name__
             self.diag.error(f"cannot import \"{item.path}\": {reason}", item.span, "imported here",
-                            help=f"paths are relative to the importing file; looked for {self.fs.display(target)}")
+                            help=None if isinstance(e, UnreadableSpec) else
+                            f"paths are relative to the importing file; looked for {self.fs.display(target)}")
             return
         for name, value in loaded.globals.values.items():
             env.values.setdefault(name, value)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 
-from .registry import (BATCH, BOOL, FLOAT, GLOBAL, INT, INT_LIST, OPT_FLOAT, OPT_INT, POINTWISE, POS_INT, PROB,
-                       UNDEFINED, Arg, ArgType, ArgTypeError, Op, ShapeError, broadcast, choice, fmt_shape, is_batch,
-                       register)
+from .registry import (BATCH, BOOL, FLOAT, GLOBAL, INT, INT64_LIMIT, INT_LIST, NON_NEGATIVE, OPT_FLOAT, OPT_INT,
+                       POINTWISE, POS_INT, POSITIVE, PROB, UNDEFINED, Arg, ArgType, ArgTypeError, Op, ShapeError,
+                       broadcast, choice, fmt_shape, is_batch, register)
 
 
 def fmt_full(shape) -> str:
@@ -60,6 +60,10 @@ def _number(v):
     return v
 
 
+#: the number of ``x * 0.5``, ``1 - x``: an int64 or a finite float32 scalar
+_SCALAR = Arg("scalar", FLOAT, int_limit=INT64_LIMIT)
+
+
 class _Elementwise(Op):
     """Element-wise arithmetic with torch's broadcasting, over tensors or a tensor and a number
     (``scalar`` in the node's attributes; ``reverse``: the number comes first, as in ``1 - x``)."""
@@ -79,6 +83,13 @@ class _Elementwise(Op):
     tensors: tuple[int, int | None] = (2, 2)
 
     def infer(self, a, ins):
+        if a.get("scalar") is not None:
+            bad = _SCALAR.check_numbers(a["scalar"])
+            if bad is not None:
+                raise ShapeError(f"the number in `{self.name}` must be {bad[1]} (torch takes it as a scalar), got "
+                                 f"{bad[0]:g}" if isinstance(bad[0], float) else
+                                 f"the number in `{self.name}` must be {bad[1]} (torch takes it as an int64 "
+                                 f"scalar), got {bad[0]}", "number out of range")
         lo, hi = self.tensors if a.get("scalar") is None else (1, 1)
         if len(ins) < lo or (hi is not None and len(ins) > hi):
             raise ShapeError(f"`{self.name}` takes {lo if lo == hi else f'{lo} or more'} tensors, got {len(ins)}",
@@ -412,17 +423,19 @@ class Index(Op):
             values = list(_flat(idx.attrs["values"]))
             shape = ((BATCH,) + tuple(x.shape)) if x.batched else tuple(x.shape)
             size = shape[self._dim(a, shape)]
-            bad = [v for v in values if not -size <= v < size]
+            bad = [v for v in values if not 0 <= v < size]
             if bad:
                 raise ShapeError(f"`index`: index {bad[0]} is out of range for a dim of size {size}",
-                                 f"indices reach {max(values)}, the dim has {size}")
+                                 f"indices reach {max(values) if bad[0] >= 0 else min(values)}, the dim has {size}",
+                                 help="indices count from 0 (torch's index_select takes no negative ones)"
+                                 if bad[0] < 0 else None)
         return x.dtype
 
     def emit(self, graph, a, args, inplace=False, ins=None):
         # static shapes: index_select over the flattened indices, then the indices' shape (traceable by fx)
         import torch
         out = self.infer(a, ins)
-        target = [-1] + list(out[1:]) if is_batch(out[0]) else list(out)
+        target = [-1] + list(out[1:]) if out and is_batch(out[0]) else list(out)
         flat = graph.call_function(torch.reshape, (args[1], [-1]))
         picked = graph.call_function(torch.index_select, (args[0], self._dim(a, ins[0]), flat))
         return graph.call_function(torch.reshape, (picked, target))
@@ -566,8 +579,8 @@ class Normalize(Op):
     functional = True
     full_shapes = True
     args = (Arg("dim", INT, -1, "the dim whose vectors are normalized (torch's numbering)"),
-            Arg("p", FLOAT, 2.0, "the norm's exponent"),
-            Arg("eps", FLOAT, 1e-12, "lower bound of the divisor"))
+            Arg("p", FLOAT, 2.0, "the norm's exponent (inf: the max norm)", nonfinite=True),
+            Arg("eps", FLOAT, 1e-12, "lower bound of the divisor", range=NON_NEGATIVE))
 
     def infer(self, a, ins):
         full_dim(self.name, a["dim"], ins[0])
@@ -624,7 +637,7 @@ class Pad(Op):
     functional = True
     full_shapes = True
     args = (Arg("pad", INT_LIST, doc="(before, after) pairs, last dim first"),
-            Arg("value", FLOAT, 0.0, "the fill value"))
+            Arg("value", FLOAT, 0.0, "the fill value (-inf for a mask)", nonfinite=True))
 
     def infer(self, a, ins):
         x, pads = list(ins[0]), a["pad"]
@@ -719,13 +732,10 @@ class SplitBatch(Op):
 def _shape_list(v):
     if not isinstance(v, (list, tuple)):
         v = (v,)
-    out = tuple(INT(x) for x in v)
-    if any(d < 1 for d in out):
-        raise ArgTypeError("a list of positive integers")
-    return out
+    return tuple(INT(x) for x in v)
 
 
-SHAPE = ArgType("[int, ...] (>= 1)", _shape_list)
+SHAPE = ArgType("[int, ...]", _shape_list, POSITIVE)
 
 
 @register
@@ -798,7 +808,8 @@ class Buffer(Op):
     direct_param = True
     direct_buffer = True
     full_shapes = True
-    args = (Arg("values", VALUES, doc="the values, a (nested) list whose nesting gives the shape"),
+    args = (Arg("values", VALUES, doc="the values, a (nested) list whose nesting gives the shape",
+                nonfinite=True, int_limit=INT64_LIMIT),
             Arg("dtype", choice("auto", "int64", "float32", "bool"), "auto",
                 "its dtype (auto: int64 when every value is an integer)"),
             Arg("persistent", BOOL, True, "saved in the state_dict"))
@@ -809,6 +820,9 @@ class Buffer(Op):
         return "int64" if all(isinstance(v, int) for v in _flat(a["values"])) else "float32"
 
     def infer(self, a, ins):
+        if self.dtype(a) == "int64" and any(isinstance(v, float) for v in _flat(a["values"])):
+            raise ShapeError("an int64 `buffer` takes integer values, got a float", "a float value", arg="values",
+                             help='leave `dtype` out (floats give float32) or write the values as integers')
         return values_shape(a["values"])
 
     def buffers(self, a, ins):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from .registry import (BOOL, FLOAT, GLOBAL, POS_INT, UNDEFINED, Arg, Op, Shape, ShapeError, Window,
+from .registry import (ABOVE_ZERO, BOOL, FLOAT, GLOBAL, MAX_ELEMENTS, NON_NEGATIVE, POS_INT, UNDEFINED, UNIT, Arg,
+                       Op, Shape, ShapeError, Window,
                        channels_first_required, channels_last_required, expect_rank, fmt_shape, nonneg_ints,
                        opt_pos_ints, pos_ints, register, window_out)
 
@@ -296,8 +297,9 @@ class _BatchNormNd(_Spatial):
     @classmethod
     def schema(cls, rank):
         return (
-            Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability"),
-            Arg("momentum", FLOAT, 0.1, "running statistics momentum"),
+            Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability (torch: > 0 in training)",
+                range=ABOVE_ZERO),
+            Arg("momentum", FLOAT, 0.1, "running statistics momentum", range=UNIT),
             Arg("affine", BOOL, True, "learnable scale and shift"),
         )
 
@@ -365,7 +367,7 @@ class GroupNorm(Op):
     param_names = ("weight", "bias")
     args = (
         Arg("num_groups", POS_INT, doc="number of groups the channels are split into"),
-        Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability"),
+        Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability", range=NON_NEGATIVE),
         Arg("affine", BOOL, True, "learnable per-channel scale and shift"),
     )
 
@@ -411,7 +413,7 @@ class LayerNorm(Op):
     torch_class = "LayerNorm"
     param_names = ("weight", "bias")
     args = (
-        Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability"),
+        Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability", range=NON_NEGATIVE),
         Arg("affine", BOOL, True, "learnable per-element scale and shift"),
     )
 
@@ -444,7 +446,7 @@ class LayerNorm2d(Op):
     macs_rule = "zero"
     torch_class = "LayerNorm2d"
     param_names = ("weight", "bias")
-    args = (Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability"),)
+    args = (Arg("eps", FLOAT, 1e-5, "added to the variance for numerical stability", range=NON_NEGATIVE),)
 
     def check_layout(self, a, ins, layouts):
         channels_first_required(self.name, ins[0], layouts[0])
@@ -481,6 +483,10 @@ class LocalResponseNorm(Op):
 
     def infer(self, a, ins):
         expect_rank(self.name, ins[0], 3, SPATIAL)
+        c, h, w = ins[0]
+        if (c + a["size"] - 1) * h * w > MAX_ELEMENTS:  # torch pads the channels by size - 1 first
+            raise ShapeError(f"`local_response_norm` size {a['size']} pads the {c} channels to a tensor too large "
+                             f"for torch (at most 2**40 elements a sample)", "size too large", arg="size")
         return ins[0]
 
     def build(self, a, ins, inplace=False):

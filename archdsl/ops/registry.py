@@ -17,6 +17,7 @@ and ``(C, D, H, W)`` volumes. Dimension arguments such as ``flatten``'s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable, ClassVar
@@ -84,13 +85,68 @@ def broadcast(op: str, shapes: list[Shape]) -> Shape:
 
 # ------------------------------------------------------------------ argument types
 
+#: the largest dimension size (exclusive), as the shape checker enforces it: every integer argument of an op
+#: (a size, count, stride, padding, dim, index, shift...) is below it in magnitude, unless its ``Arg`` says
+#: otherwise (``int_limit``)
+MAX_SIZE = 2 ** 31
+#: integers torch stores in an int64 tensor (``buffer`` values) are below this in magnitude
+INT64_LIMIT = 2 ** 63
+#: the most elements of one tensor, per sample (as the shape checker counts them)
+MAX_ELEMENTS = 2 ** 40
+#: the largest float argument: a float32 holds it (torch refuses a scalar that overflows the tensor's dtype)
+MAX_FLOAT = 3.4028234663852886e38
+
+
+@dataclass(frozen=True)
+class Range:
+    """The bounds every number in an argument's value must lie within (each entry of a list); ``None``: no
+    bound on that side; ``*_open``: the bound itself is excluded. Declared per argument in an op's schema
+    (``Arg.range``) or by its type (``ArgType.range``), checked when a call's arguments are bound."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, v) -> bool:
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            return False
+        if self.high is not None and (v >= self.high if self.high_open else v > self.high):
+            return False
+        return True
+
+    @property
+    def text(self) -> str:
+        """``>= 1``, ``> 0``, ``in [0, 1]``, ``in [0, 1)``, ``<= 4``."""
+        low, high = _num_text(self.low), _num_text(self.high)
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {high}"
+        return "any number"
+
+
+def _num_text(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+#: ranges shared by many arguments
+POSITIVE = Range(1)           # sizes, counts, strides, dilations (ints)
+NON_NEGATIVE = Range(0)       # paddings, shifts; eps, std (floats)
+UNIT = Range(0.0, 1.0)        # probabilities, momentum
+ABOVE_ZERO = Range(0.0, low_open=True)  # float scale factors, batchnorm eps
+
 
 @dataclass(frozen=True)
 class ArgType:
-    """A named argument type with a converter that validates and normalizes values."""
+    """A named argument type with a converter that validates and normalizes values; ``range``: the bounds of
+    its numbers unless the argument declares its own (see :class:`Range`)."""
 
     name: str
     convert: Callable[[Any], Any]
+    range: Range | None = None
 
     def __call__(self, value):
         return self.convert(value)
@@ -102,20 +158,6 @@ def _int(v):
     return v
 
 
-def _pos_int(v):
-    v = _int(v)
-    if v < 1:
-        raise ArgTypeError("a positive integer")
-    return v
-
-
-def _nonneg_int(v):
-    v = _int(v)
-    if v < 0:
-        raise ArgTypeError("a non-negative integer")
-    return v
-
-
 def _float(v):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ArgTypeError("a number")
@@ -123,13 +165,6 @@ def _float(v):
         return float(v)
     except OverflowError:
         raise ArgTypeError("a number that fits a float") from None
-
-
-def _prob(v):
-    v = _float(v)
-    if not 0.0 <= v <= 1.0:
-        raise ArgTypeError("a probability between 0 and 1")
-    return v
 
 
 def _bool(v):
@@ -185,27 +220,18 @@ def _int_list(v):
 
 INT_LIST = ArgType("[int, ...]", _int_list)
 INT = ArgType("int", _int)
-POS_INT = ArgType("int >= 1", _pos_int)
-NONNEG_INT = ArgType("int >= 0", _nonneg_int)
+POS_INT = ArgType("int", _int, POSITIVE)
+NONNEG_INT = ArgType("int", _int, NON_NEGATIVE)
 FLOAT = ArgType("float", _float)
-PROB = ArgType("float in [0, 1]", _prob)
+PROB = ArgType("float", _float, UNIT)
 BOOL = ArgType("bool", _bool)
-POS_PAIR = ArgType("int or [int, int] (>= 1)", _pair(_pos_int))
-NONNEG_PAIR = ArgType("int or [int, int] (>= 0)", _pair(_nonneg_int))
+POS_PAIR = ArgType("int or [int, int]", _pair(_int), POSITIVE)
+NONNEG_PAIR = ArgType("int or [int, int]", _pair(_int), NON_NEGATIVE)
 OPT_BOOL = ArgType("none or bool", _optional(_bool))
 OPT_FLOAT = ArgType("none or float", _optional(_float))
-
-
-def _pos_float(v):
-    v = _float(v)
-    if not v > 0:
-        raise ArgTypeError("a positive number")
-    return v
-
-
-OPT_POS_FLOAT = ArgType("none or float > 0", _optional(_pos_float))
+OPT_POS_FLOAT = ArgType("none or float", _optional(_float), ABOVE_ZERO)
 OPT_INT = ArgType("none or int", _optional(_int))
-OPT_POS_PAIR = ArgType("none, int or [int, int] (>= 1)", _optional(_pair(_pos_int)))
+OPT_POS_PAIR = ArgType("none, int or [int, int]", _optional(_pair(_int)), POSITIVE)
 
 
 def _ints_name(n: int) -> str:
@@ -215,33 +241,85 @@ def _ints_name(n: int) -> str:
 @cache
 def pos_ints(n: int) -> ArgType:
     """An int or a list of ``n`` ints (one per spatial axis), all >= 1: ``POS_PAIR`` for ``n = 2``."""
-    return POS_PAIR if n == 2 else ArgType(f"{_ints_name(n)} (>= 1)", _ntuple(_pos_int, n))
+    return POS_PAIR if n == 2 else ArgType(_ints_name(n), _ntuple(_int, n), POSITIVE)
 
 
 @cache
 def nonneg_ints(n: int) -> ArgType:
     """An int or a list of ``n`` ints, all >= 0: ``NONNEG_PAIR`` for ``n = 2``."""
-    return NONNEG_PAIR if n == 2 else ArgType(f"{_ints_name(n)} (>= 0)", _ntuple(_nonneg_int, n))
+    return NONNEG_PAIR if n == 2 else ArgType(_ints_name(n), _ntuple(_int, n), NON_NEGATIVE)
 
 
 @cache
 def opt_pos_ints(n: int) -> ArgType:
     """``none`` or :func:`pos_ints` ``(n)``: ``OPT_POS_PAIR`` for ``n = 2``."""
-    return OPT_POS_PAIR if n == 2 else ArgType(f"none, {_ints_name(n)} (>= 1)", _optional(_ntuple(_pos_int, n)))
+    return OPT_POS_PAIR if n == 2 else ArgType(f"none, {_ints_name(n)}", _optional(_ntuple(_int, n)), POSITIVE)
 
 
 @dataclass(frozen=True)
 class Arg:
-    """One argument in an op's schema."""
+    """One argument in an op's schema.
+
+    Every number in its (converted) value is checked when a call is bound (:meth:`Op.resolve_args`): an
+    integer must be below ``int_limit`` in magnitude (``MAX_SIZE``: what the shape checker can index); a
+    float must be finite (``nonfinite``: infinities allowed; NaN never is) and within float32's range; both
+    must lie in ``range`` (or, without one, the type's).
+    """
 
     name: str
     type: ArgType
     default: Any = REQUIRED
     doc: str = ""
+    range: Range | None = None
+    nonfinite: bool = False
+    int_limit: int = MAX_SIZE
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+    @property
+    def bounds(self) -> Range | None:
+        """The range its numbers must lie within: its own, or its type's."""
+        return self.range if self.range is not None else self.type.range
+
+    @property
+    def type_text(self) -> str:
+        """The type with its range, as the docs show it: ``int (>= 1)``, ``float (in [0, 1])``."""
+        notes = [self.bounds.text] if self.bounds is not None else []
+        if self.nonfinite:
+            notes.append("may be infinite")
+        if self.int_limit != MAX_SIZE:
+            notes.append(f"integers below 2**{self.int_limit.bit_length() - 1} in magnitude")
+        return self.type.name + (f" ({'; '.join(notes)})" if notes else "")
+
+    def check_numbers(self, value) -> tuple[Any, str] | None:
+        """The first number in a converted value that is out of range, and what it must be; None if all fit."""
+        r = self.bounds
+        for v in _numbers(value):
+            if isinstance(v, float):
+                if math.isnan(v):
+                    return v, "a number other than NaN" if self.nonfinite else "a finite number"
+                if math.isinf(v):
+                    if not self.nonfinite:
+                        return v, "a finite number"
+                    continue
+                if abs(v) > MAX_FLOAT:
+                    return v, "a number within float32's range (magnitude at most 3.4e38)"
+            elif abs(v) >= self.int_limit:
+                return v, f"below 2**{self.int_limit.bit_length() - 1} in magnitude"
+            if r is not None and v not in r:
+                return v, r.text
+        return None
+
+
+def _numbers(v):
+    """The ints and floats in a converted argument value (nested lists included; bools and strings skipped)."""
+    if isinstance(v, (list, tuple)):
+        for x in v:
+            yield from _numbers(x)
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        yield v
 
 
 # ------------------------------------------------------------------ analysis declarations
@@ -429,6 +507,15 @@ class Op:
                 except ArgTypeError as e:
                     problems.append((arg.name, f"argument `{arg.name}` of `{self.name}` must be {e}, "
                                                f"got {_describe(attrs[arg.name])}"))
+                    continue
+                bad = arg.check_numbers(out[arg.name])
+                if bad is not None:
+                    v, must = bad
+                    whole = out[arg.name]
+                    where = f" (in {_render(whole)})" if isinstance(whole, tuple) and len(set(whole)) > 1 else ""
+                    head = f"argument `{arg.name}` of `{self.name}` " + \
+                        (f"is too large: it must be {must}" if must.startswith("below 2**") else f"must be {must}")
+                    problems.append((arg.name, f"{head}, got {_describe(v)}{where}"))
             elif arg.required:
                 problems.append((arg.name, f"`{self.name}` is missing its required argument `{arg.name}`"))
             else:
@@ -439,6 +526,11 @@ class Op:
 def _describe(v) -> str:
     from ..elaborate.values import describe
     return describe(v)
+
+
+def _render(v) -> str:
+    from ..elaborate.values import render
+    return render(v)
 
 
 def hook_shapes(op: Op, nodes) -> list[Shape]:

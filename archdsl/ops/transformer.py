@@ -1,13 +1,13 @@
 """Transformer ops and parameters that live directly on a module (ViT, ConvNeXt, Swin).
 
 ``class_token``, ``pos_embedding`` and ``layer_scale`` own one ``nn.Parameter`` registered
-on the enclosing module under the node's name (``class_token``, ``pos_embedding``,
-``layer_scale``), exactly where torchvision keeps it.
+on the enclosing module under the statement's label (``cls: class_token()`` gives the key
+``cls``); the zoo's specs label them as torchvision names them (``class_token: class_token()``).
 """
 
 from __future__ import annotations
 
-from .registry import (BOOL, FLOAT, NONNEG_PAIR, POS_INT, POS_PAIR, PROB, Arg, Op, ShapeError, Window,
+from .registry import (BOOL, FLOAT, NON_NEGATIVE, NONNEG_PAIR, POS_INT, POS_PAIR, PROB, Arg, Op, ShapeError, Window,
                        channels_last_required, fmt_shape, register)
 
 TOKENS = "a token sequence (tokens x dim)"
@@ -15,9 +15,19 @@ TOKENS = "a token sequence (tokens x dim)"
 
 def _tokens(op: str, x) -> tuple[int, int]:
     if len(x) != 2:
-        raise ShapeError(f"`{op}` expects {TOKENS}, got {fmt_shape(x)}", f"input is {fmt_shape(x)}",
-                         help="make tokens from a CxHxW map with `flatten(2)` and `permute([0, 2, 1])`")
+        help_ = None
+        if len(x) == 3:  # P sequences of N tokens: one sequence per sample, the others into the batch
+            help_ = (f"`{op}` takes one sequence per sample: for {x[0]} sequences of {x[1]} tokens, fold them "
+                     f"into the batch with `merge_batch()` before it and `split_batch({x[0]})` after it")
+        raise ShapeError(f"`{op}` expects {TOKENS}, got {fmt_shape(x)}", f"input is {fmt_shape(x)}", help=help_)
     return x
+
+
+def _to_tokens(x, layout) -> str:
+    """How a map whose last axis is not the channels becomes a token sequence."""
+    if len(x) == 3 and layout == "CHW":
+        return f"make {x[1] * x[2]} tokens of {x[0]} from the CxHxW map with `flatten(2)` and `permute([0, 2, 1])`"
+    return "make tokens x channels with `permute`"
 
 
 @register
@@ -39,7 +49,7 @@ class MultiheadAttention(Op):
             Arg("bias", BOOL, True, "biases in the input and output projections"))
 
     def check_layout(self, a, ins, layouts):
-        channels_last_required(self.name, ins[0], layouts[0], "make tokens x channels with `permute`")
+        channels_last_required(self.name, ins[0], layouts[0], _to_tokens(ins[0], layouts[0]))
 
     def infer(self, a, ins):
         n, d = _tokens(self.name, ins[0])
@@ -89,7 +99,7 @@ class ClassToken(_DirectParam):
     category = "embedding"
 
     def check_layout(self, a, ins, layouts):
-        channels_last_required(self.name, ins[0], layouts[0], "make tokens x channels with `permute`")
+        channels_last_required(self.name, ins[0], layouts[0], _to_tokens(ins[0], layouts[0]))
 
     def infer(self, a, ins):
         n, d = _tokens(self.name, ins[0])
@@ -119,10 +129,10 @@ class PosEmbedding(_DirectParam):
 
     name = "pos_embedding"
     category = "embedding"
-    args = (Arg("std", FLOAT, 0.02, "standard deviation of the initial values"),)
+    args = (Arg("std", FLOAT, 0.02, "standard deviation of the initial values", range=NON_NEGATIVE),)
 
     def check_layout(self, a, ins, layouts):
-        channels_last_required(self.name, ins[0], layouts[0], "make tokens x channels with `permute`")
+        channels_last_required(self.name, ins[0], layouts[0], _to_tokens(ins[0], layouts[0]))
 
     def infer(self, a, ins):
         return _tokens(self.name, ins[0])

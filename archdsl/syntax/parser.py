@@ -14,6 +14,7 @@ from importlib import resources
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
+from .. import limits
 from ..diagnostics import Diagnostic, Source, Span, SpecError
 from . import ast
 
@@ -324,9 +325,10 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def int_lit(self, meta, c):
-        if len(c[0]) > MAX_LITERAL_DIGITS:
+        cap = limits.current().limits.literal_digits
+        if len(c[0]) > cap:
             raise SpecError([Diagnostic(f"integer literal of {len(c[0])} digits is too long (at most "
-                                        f"{MAX_LITERAL_DIGITS})", self._span(meta), "too many digits",
+                                        f"{cap}: the `literal_digits` budget)", self._span(meta), "too many digits",
                                         help="no tensor dimension or count needs more than 19 digits")])
         return ast.Literal(int(c[0]), self._span(meta))
 
@@ -492,8 +494,13 @@ def _keyword_names(tree, source: Source) -> list[Diagnostic]:
     """Keywords are reserved: where the parser could only read a name, the lexer lets a keyword
     through as a NAME token (``let in = 3``, ``block B(if: int)``); reject those here."""
     labels = {id(t) for tree_ in tree.find_data("label") for t in tree_.children}
+    taps = {id(t) for tap in tree.find_data("tap_stmt") for lab in tap.children if hasattr(lab, "children")
+            for t in lab.children}
 
     def help_for(tok):
+        if id(tok) in taps:  # `tap NAME` names a saved tensor, not a module
+            return (f"`{tok}` is a keyword: give the tap another name, e.g. `tap {tok}_x` and `from {tok}_x` "
+                    f"(or quote it: `tap \"{tok}\"`, read back with `from \"{tok}\"`)")
         if id(tok) in labels:  # a module can still have this name, given as a string label
             return f"choose another name, or quote the label to name a module `{tok}`: `\"{tok}\": ...`"
         return "choose another name"
@@ -512,6 +519,7 @@ MAX_TREE_DEPTH = 200
 def _too_deep(tree, source: Source) -> Diagnostic | None:
     """A located error at the outermost construct whose nesting passes :data:`MAX_TREE_DEPTH`, or None."""
     from lark import Tree
+    cap = limits.current().limits.tree_depth
     stack = [(tree, 1, None)]
     while stack:
         node, depth, outer = stack.pop()
@@ -520,11 +528,12 @@ def _too_deep(tree, source: Source) -> Diagnostic | None:
         meta = node.meta if not getattr(node.meta, "empty", True) else None
         if outer is None and depth > 20 and meta is not None:
             outer = meta  # the outermost construct of a deep path (reported if the path gets too deep)
-        if depth > MAX_TREE_DEPTH:
+        if depth > cap:
             at = outer or meta
             span = Span(source, at.line, at.column, at.line, at.column + 1) if at is not None else \
                 Span(source, 1, 1, 1, 2)
-            return Diagnostic(f"this nests more than {MAX_TREE_DEPTH} levels deep", span, "nested too deeply",
+            return Diagnostic(f"this nests more than {cap} levels deep (the `tree_depth` budget)", span,
+                              "nested too deeply",
                               help="split a long expression with `let`, or a deep nesting with a `for` loop or "
                                    "a block")
         stack.extend((c, depth + 1, outer) for c in node.children)
