@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .diagnostics import Collector, Diagnostic, Source, Span, SpecError
 from .elaborate.elaborator import Elaborator, Override
-from .elaborate.loader import ConfinedFS, DiskFS, Loader, MemoryFS, zoo_root
+from .elaborate.loader import ConfinedFS, DiskFS, Loader, MemoryFS, UnreadableSpec, zoo_root
 from .elaborate.values import render, to_value
 from .ir import Graph
 from .limits import TRUSTED, BudgetExceeded, Limits, budget, resolve
@@ -127,8 +127,10 @@ def load_spec(spec, *, model: str | None = None, input_shape=None, trusted: bool
         try:
             text = fs.read(key, main=True)
         except (OSError, UnicodeDecodeError) as e:
+            where = e.span(fs.display(key)) if isinstance(e, UnreadableSpec) else None
             raise SpecError([Diagnostic(f"cannot read spec file {os.fspath(spec)}: "
-                                        f"{e.strerror if isinstance(e, OSError) else e}")]) from None
+                                        f"{e.strerror if isinstance(e, OSError) else e}", where,
+                                        "here" if where else "")]) from None
         return _load(fs, key, fs.display(key), text, model, input_shape, overrides, lim, trusted)
     if trusted:
         fs, key = DiskFS(lim.file_bytes), os.path.join(os.getcwd(), "<string>")

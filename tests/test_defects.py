@@ -421,3 +421,31 @@ def test_unlabelled_owned_tensors_take_the_op_name_and_never_a_position_number()
         archdsl.load_spec(text.replace("  layer_scale()", "  layer_scale()\n  layer_scale()"))
     [d] = e.value.diagnostics
     assert "already taken" in d.message and d.span.line == 8 and "label it" in d.help
+
+
+@pytest.mark.parametrize("kwargs,needle,column", [
+    ({"foo": 1}, "has no parameter `foo` to set", 1),
+    ({"n": archdsl.Override("1 +")}, "cannot parse the value of `n`", 9),
+    ({"n": archdsl.Override("nosuch")}, "unknown name `nosuch`", 9),
+    ({"input_shape": (0,)}, "invalid input shape", 27),
+    ({"input_shape": (2 ** 40,)}, "invalid input shape", 27),
+])
+def test_errors_in_overrides_point_at_what_they_override(kwargs, needle, column):
+    with pytest.raises(SpecError) as e:
+        archdsl.load_spec("model m(n: int = 3) input [8] { linear(n) }", **kwargs)
+    [d] = e.value.diagnostics
+    assert needle in d.message and d.span is not None and (d.span.line, d.span.column) == (1, column)
+
+
+@pytest.mark.parametrize("data,line,column", [
+    (b"model m input [3] {\n  relu()\x00\n}\n", 2, 9),
+    (b"model m input [3] {\n  relu() \xff\xfe\n}\n", 2, 10),
+])
+def test_an_unreadable_main_file_points_at_the_offending_byte(tmp_path, data, line, column):
+    path = tmp_path / "bad.arch"
+    path.write_bytes(data)
+    with pytest.raises(SpecError) as e:
+        archdsl.load_spec(str(path))
+    [d] = e.value.diagnostics
+    assert d.span is not None and (d.span.line, d.span.column) == (line, column)
+    assert "relu()" in d.render()

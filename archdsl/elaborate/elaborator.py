@@ -19,7 +19,7 @@ from .. import limits
 from ..diagnostics import Collector, Diagnostic, Span, SpecError, did_you_mean
 from ..ir import INPUT_ID, RESERVED_NAMES, Graph, InitRule, Node, Scope, flatten_outputs
 from ..ops.init import INIT_FUNCS
-from ..ops.registry import Op, ShapeError, all_ops, fmt_shape, get_op, hook_shapes, is_batch
+from ..ops.registry import MAX_ELEMENTS, MAX_SIZE, Op, ShapeError, all_ops, fmt_shape, get_op, hook_shapes, is_batch
 from ..syntax import ast
 from ..syntax.parser import parse_expression
 from .expr import Builtin, Env, EvalError, Poisoned, bind_targets, evaluate, truth
@@ -28,8 +28,7 @@ from .values import (TYPE_NAMES, BlockRef, OpRef, ShapeValue, TensorValue, _MISS
 
 POISON = -1
 NO_FLOW = -2  # no current tensor: a block whose inputs are not one tensor, before a `from`
-MAX_DIM = 2 ** 31           # the largest dimension size (exclusive)
-MAX_ELEMENTS = 2 ** 40      # the most elements of one tensor, per sample
+MAX_DIM = MAX_SIZE          # the largest dimension size (exclusive), as for op arguments
 MAX_BLOCK_DEPTH = limits.TRUSTED.block_depth  # nested block calls (the `block_depth` budget's default)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 # Module names may also contain `-` (torchvision's RegNet names its blocks "block1-0").
@@ -180,8 +179,12 @@ class Elaborator:
     def _input_shape(self, decl, env, override):
         if override is not None:
             shape = tuple(override)
-            if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
-                self.err(f"invalid input shape {shape}: expected positive integers such as 3x224x224", None)
+            if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape) or \
+                    not _fits(shape):
+                self.err(f"invalid input shape {shape}: expected positive integers such as 3x224x224 "
+                         "(each below 2**31, at most 2**40 elements)",
+                         decl.input.span if decl.input is not None else decl.span,
+                         "replaced by the given input shape (--input / input_shape)")
                 return None
             return shape
         if decl.input is None:
@@ -235,7 +238,8 @@ class Elaborator:
         if overrides:
             for k, v in overrides.items():
                 if k not in names:
-                    self.err(f"model {('`' + model + '` ') if model else ''}has no parameter `{k}` to set", None,
+                    self.err(f"model {('`' + model + '` ') if model else ''}has no parameter `{k}` to set",
+                             call_span, f"`{k}` is set (--set / load_spec) but not declared here",
                              help=did_you_mean(k, names) or f"parameters: {', '.join(names) or '(none)'}")
                     ok = False
                 else:
@@ -249,12 +253,14 @@ class Elaborator:
                     try:
                         value = evaluate(parse_expression(value.text, p.span), env)
                     except EvalError as e:
-                        self.error(Diagnostic(f"invalid value for `{p.name}`: {e.diagnostic.message}", None))
+                        self.err(f"invalid value for `{p.name}`: {e.diagnostic.message}", p.span,
+                                 f"set to `{value.text}` (--set / load_spec)")
                         ok = False
                         continue
                     except Exception as e:  # a SpecError from parsing
                         diags = getattr(e, "diagnostics", None)
-                        self.err(f"cannot parse the value of `{p.name}`: {diags[0].message if diags else e}", None)
+                        self.err(f"cannot parse the value of `{p.name}`: {diags[0].message if diags else e}", p.span,
+                                 f"set to `{value.text}` (--set / load_spec)")
                         ok = False
                         continue
             elif p.default is not None:

@@ -8,22 +8,35 @@ import posixpath
 from dataclasses import dataclass, field
 
 from ..diagnostics import Collector, Diagnostic, SpecError
+from ..limits import TRUSTED
 from ..syntax import ast
 from ..syntax.parser import parse
 from .expr import Env, EvalError, evaluate
 from .values import BlockRef
 
 
-#: the largest spec file read (a spec is text a person writes; the largest zoo file is ~10 KB)
-MAX_SPEC_BYTES = 4 * 1024 * 1024
+#: the largest spec file read by default (the `file_bytes` budget; the largest zoo file is ~11 KB)
+MAX_SPEC_BYTES = TRUSTED.file_bytes
 
 
 class UnreadableSpec(OSError):
     """A path that is not a spec file to read: not a regular file, too large, binary, not UTF-8."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, data: bytes | None = None, offset: int | None = None):
         super().__init__(reason)
         self.strerror = reason
+        self.data, self.offset = data, offset  # the bytes read and where the offending one is, if known
+
+    def span(self, name: str):
+        """Where in the file the problem is (a NUL byte, bytes that are not UTF-8), or None."""
+        if self.data is None or self.offset is None:
+            return None
+        from ..diagnostics import Source, Span
+        before = self.data[:self.offset].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        return Span(Source(name, self.data.decode("utf-8", "replace").replace("\x00", "\ufffd")),
+                    line, column, line, column + 1)
 
 
 def zoo_root() -> str:
@@ -58,11 +71,11 @@ class DiskFS:
         if len(data) > self.max_bytes:
             raise UnreadableSpec(too_large)
         if b"\x00" in data:
-            raise UnreadableSpec("a binary file (it contains NUL bytes)")
+            raise UnreadableSpec("a binary file (it contains NUL bytes)", data, data.index(b"\x00"))
         try:
             return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UnreadableSpec("not UTF-8 text") from None
+        except UnicodeDecodeError as e:
+            raise UnreadableSpec("not UTF-8 text", data, e.start) from None
 
     def display(self, key: str) -> str:
         rel = os.path.relpath(key)
