@@ -55,6 +55,10 @@ class Span:
         return Span(self.source, self.line, col, self.line, col + max(length, 1))
 
 
+#: the longest source line quoted in full; a longer one is quoted as a window around the caret
+MAX_QUOTED = 160
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """One located problem: message, primary span with a label, optional help and notes."""
@@ -75,12 +79,20 @@ class Diagnostic:
             out.append(f"{pad}--> {sp.location}")
             out.append(f"{pad} |")
             text = sp.source.line(sp.line).rstrip("\n").expandtabs(4)
-            out.append(f"{sp.line} | {text}")
+            column = sp.column
             if sp.end_line == sp.line:
                 length = max(sp.end_column - sp.column, 1)
             else:
                 length = max(len(text) - sp.column + 1, 1)
-            caret = " " * (sp.column - 1) + "^" * length
+            if len(text) > MAX_QUOTED:  # a window of the line around the caret, elided with "…" at both ends
+                start = max(0, min(column - 1 - MAX_QUOTED // 4, len(text) - MAX_QUOTED))
+                window = text[start:start + MAX_QUOTED]
+                head, tail = ("…" if start > 0 else ""), ("…" if start + MAX_QUOTED < len(text) else "")
+                text = head + window + tail
+                column = column - start + len(head)
+                length = max(1, min(length, len(head) + len(window) - column + 1))
+            out.append(f"{sp.line} | {text}")
+            caret = " " * (column - 1) + "^" * length
             out.append(f"{pad} | {caret}" + (f" {self.label}" if self.label else ""))
         for note in self.notes:
             out.append(f" = note: {note}" if self.span is None else f"{' ' * len(str(self.span.line))} = note: {note}")

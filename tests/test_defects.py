@@ -449,3 +449,35 @@ def test_an_unreadable_main_file_points_at_the_offending_byte(tmp_path, data, li
     [d] = e.value.diagnostics
     assert d.span is not None and (d.span.line, d.span.column) == (line, column)
     assert "relu()" in d.render()
+
+
+def test_a_long_line_is_quoted_as_a_window_around_the_caret():
+    from archdsl.diagnostics import MAX_QUOTED
+    line = "  " + "relu() " * 100 + "nosuch() " + "relu() " * 100
+    with pytest.raises(SpecError) as e:
+        archdsl.load_spec("model m input [3] {\n" + line + "\n}")
+    rendered = e.value.render().split("\n")
+    quoted = next(r for r in rendered if r.startswith("2 | "))[4:]
+    caret = next(r for r in rendered if "^" in r)
+    assert quoted.startswith("…") and quoted.endswith("…") and quoted.strip("…") in line
+    assert len(quoted.strip("…")) == MAX_QUOTED
+    start = caret.index("^") - 4
+    assert quoted[start:start + 6] == "nosuch" and caret.count("^") == 6
+
+
+def test_a_main_file_over_the_size_budget_points_at_its_first_line(tmp_path):
+    path = tmp_path / "big.arch"
+    path.write_text("model m input [3] { relu() }\n" + "# padding\n" * 30000)
+    with pytest.raises(SpecError) as e:
+        archdsl.load_spec(str(path))
+    [d] = e.value.diagnostics
+    assert "`file_bytes` budget" in d.message and (d.span.line, d.span.column) == (1, 1)
+    assert "model m input [3]" in d.render()
+    assert archdsl.load_spec(str(path), limits={"file_bytes": 1 << 20}).output_shape == (3,)
+
+
+@pytest.mark.parametrize("ret,kind", [('return {"out": in}', dict), ("return [in]", tuple), ("return in", torch.Tensor)])
+def test_a_one_entry_result_keeps_its_structure(ret, kind):
+    spec = archdsl.load_spec("model m input 3x8x8 { conv2d(4, 1); %s }" % ret)
+    y = spec.build()(torch.randn(1, 3, 8, 8))
+    assert isinstance(y, kind)

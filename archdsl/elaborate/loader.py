@@ -64,12 +64,10 @@ class DiskFS:
         if not stat.S_ISREG(st.st_mode):
             raise UnreadableSpec("not a regular file")
         too_large = f"larger than {self.max_bytes:,} bytes (the `file_bytes` budget)"
-        if st.st_size > self.max_bytes:
-            raise UnreadableSpec(too_large)
         with open(key, "rb") as f:
             data = f.read(self.max_bytes + 1)
-        if len(data) > self.max_bytes:
-            raise UnreadableSpec(too_large)
+        if st.st_size > self.max_bytes or len(data) > self.max_bytes:  # located at the top of the file
+            raise UnreadableSpec(too_large, data.split(b"\n", 1)[0], 0)
         if b"\x00" in data:
             raise UnreadableSpec("a binary file (it contains NUL bytes)", data, data.index(b"\x00"))
         try:

@@ -473,9 +473,11 @@ def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
     if isinstance(err, UnexpectedToken) and str(err.token) in KEYWORDS and "NAME" in expected:
         help_text = f"`{err.token}` is a keyword and cannot be used as a name"
     elif isinstance(err, UnexpectedToken) and str(err.token) in (":", "=", "("):
-        before = re.search(r"([A-Za-z_][A-Za-z_0-9]*)\s*$", source.text[:err.token.start_pos])
-        if before and before.group(1) in KEYWORDS:
-            word = before.group(1)
+        # the word before the token, from a bounded tail: a `\w+\s*$` search over the whole prefix
+        # backtracks quadratically on a long run of word characters (a 100,000-character comment)
+        run = re.search(r"[A-Za-z_0-9]*\Z", source.text[:err.token.start_pos].rstrip()[-64:]).group(0)
+        word = run.lstrip("0123456789") if len(run) < 64 else ""
+        if word in KEYWORDS:
             help_text = f"`{word}` is a keyword and cannot be used as a name"
             if str(err.token) == ":":
                 help_text += f"; a module can still be named `{word}` with a string label: `\"{word}\": ...`"
