@@ -33,7 +33,7 @@ class Limits:
     #: IR nodes (ops, tensor functions, joins) in the elaborated model
     nodes: int = 250_000
     #: block calls (block instances, `inline` included), all told
-    calls: int = 50_000
+    calls: int = 20_000
     #: statements run plus loop and comprehension iterations, all told
     steps: int = 1_000_000
     #: list items and string characters made by expressions, all told

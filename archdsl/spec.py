@@ -130,13 +130,18 @@ def load_spec(spec, *, model: str | None = None, input_shape=None, trusted: bool
             where = e.span(fs.display(key)) if isinstance(e, UnreadableSpec) else None
             raise SpecError([Diagnostic(f"cannot read spec file {os.fspath(spec)}: "
                                         f"{e.strerror if isinstance(e, OSError) else e}", where,
-                                        "here" if where else "")]) from None
+                                        _unreadable_label(e) if where else "")]) from None
         return _load(fs, key, fs.display(key), text, model, input_shape, overrides, lim, trusted)
     if trusted:
         fs, key = DiskFS(lim.file_bytes), os.path.join(os.getcwd(), "<string>")
     else:  # spec text from a service: its imports come from the zoo only
         fs, key = ConfinedFS([zoo_root()], lim.file_bytes), os.path.join(zoo_root(), "<string>")
     return _load(fs, key, "<string>", spec, model, input_shape, overrides, lim, trusted)
+
+
+def _unreadable_label(e) -> str:
+    reason = e.strerror or ""
+    return "a NUL byte" if "NUL" in reason else "not UTF-8" if "UTF-8" in reason else "this file"
 
 
 def load_sources(sources: dict[str, str], main: str, *, model=None, input_shape=None, trusted: bool = True,
