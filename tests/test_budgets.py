@@ -67,8 +67,8 @@ def test_file_bytes_budget_on_use(tmp_path):
 
 
 def test_budgets_are_far_above_the_zoo():
-    """The largest zoo model (efficientnet_v2_l) loads under a hundredth of each trusted budget."""
-    small = {k: getattr(TRUSTED, k) // 100 for k in ("nodes", "calls", "steps", "items")}
+    """The largest zoo model (efficientnet_v2_l) loads under a fortieth of each trusted budget."""
+    small = {k: getattr(TRUSTED, k) // 40 for k in ("nodes", "calls", "steps", "items")}
     spec = archdsl.load_spec(os.path.join(ROOT, "specs", "efficientnet_v2_l.arch"), limits=small)
     assert spec.num_params == 118_515_272
 
