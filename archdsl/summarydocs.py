@@ -46,8 +46,10 @@ def render_table() -> str:
         row = [f"`{path.stem}`", shape, f"{t['params']:,}", f"{t['macs'] / 1e9:.3f}", _rf(t["receptive_field"])]
         if path.stem in known:
             w = list(tv.models.get_model_weights(path.stem))[0]
-            crop = w.transforms().crop_size[0]
-            ours = load_spec(path, input_shape=(3, crop, crop)).macs / 1e9
+            transforms = w.transforms()  # classification and video crop; segmentation resizes
+            crop = getattr(transforms, "crop_size", None) or transforms.resize_size
+            crop = crop[0] if isinstance(crop, (list, tuple)) else crop
+            ours = load_spec(path, input_shape=(*spec.input_shape[:-2], crop, crop)).macs / 1e9
             ops = w.meta["_ops"]
             row += [f"{w.name} ({crop})", f"{w.meta['num_params']:,}", f"{ops:.3f}", f"{ours:.3f}",
                     f"{100 * (ours - ops) / ops:+.2f}%"]

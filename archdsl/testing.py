@@ -18,10 +18,22 @@ import functools
 TORCHVISION_KWARGS = {"googlenet": dict(aux_logits=False, init_weights=True),
                       "inception_v3": dict(aux_logits=False, init_weights=True)}
 
+#: spec names that are another layout of a torchvision model: spec name -> (torchvision name, keyword
+#: arguments). The segmentation models are built without weights (``weights_backbone`` would download
+#: the ImageNet backbone); ``*_aux`` is the layout with the auxiliary classifier
+#: (``aux_loss=True``, the one torchvision's pretrained weights have)
+TORCHVISION_LAYOUTS = {
+    **{f"{name}{suffix}": (name, dict(weights=None, weights_backbone=None, aux_loss=aux))
+       for name in ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
+                    "deeplabv3_mobilenet_v3_large") for suffix, aux in (("", False), ("_aux", True))},
+    "lraspp_mobilenet_v3_large": ("lraspp_mobilenet_v3_large", dict(weights=None, weights_backbone=None)),
+}
+
 
 def torchvision_model(name: str):
     """torchvision's model ``name`` in the layout of ``specs/<name>.arch`` (random weights)."""
-    return import_torchvision().models.get_model(name, **TORCHVISION_KWARGS.get(name, {}))
+    tv_name, kwargs = TORCHVISION_LAYOUTS.get(name, (name, TORCHVISION_KWARGS.get(name, {})))
+    return import_torchvision().models.get_model(tv_name, **kwargs)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,129 @@
+"""Video models (specs/lib/video_resnet.arch, specs/lib/s3d.arch) against torchvision.models.video.
+
+For r3d_18, mc3_18, r2plus1d_18 and s3d: the same state_dict keys in the same order, bit-identical
+initial weights with the same seed, strict loading, exact parameter counts, `summary` MACs equal to
+torchvision's published `_ops`, checker shapes equal to torch's at the default input (on the meta
+device: the video nets cost 18-43 GMACs a clip there), and equal eval outputs with every module's real
+shape equal to the checker's at small and odd inputs (S3D's fixed 2x7x7 average pool needs T >= 13 and
+H, W >= 209, so its odd input is the smallest it takes).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import archdsl
+from archdsl.ops import get_op
+from archdsl.testing import torchvision_model
+
+from .conftest import ROOT
+from .helpers import assert_same_outputs_and_shapes
+
+#: model -> inputs (batch, shape) for the real forward comparisons
+CASES = {
+    "r3d_18": [(2, (3, 8, 56, 56)), (1, (3, 7, 45, 61))],
+    "mc3_18": [(2, (3, 8, 56, 56)), (1, (3, 7, 45, 61))],
+    "r2plus1d_18": [(2, (3, 8, 56, 56)), (1, (3, 7, 45, 61))],
+    "s3d": [(1, (3, 13, 209, 215))],
+}
+WEIGHTS = {"r3d_18": "R3D_18_Weights", "mc3_18": "MC3_18_Weights", "r2plus1d_18": "R2Plus1D_18_Weights",
+           "s3d": "S3D_Weights"}
+
+
+def _load(name, **kw):
+    return archdsl.load_spec(ROOT / "specs" / f"{name}.arch", **kw)
+
+
+def _perturb_zeros(ref) -> None:
+    """Random values for parameters that start at zero (the fc bias), so equal outputs are not equal zeros."""
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in ref.parameters():
+            if not torch.any(p):
+                p.normal_(0, 0.02)
+
+
+def _assert_meta_shapes(spec):
+    """Every module's output shape, from torch's meta kernels on the built model, is the checker's."""
+    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None and not get_op(n.op).direct_param}
+    shapes, hooks = {}, []
+    model = spec.build(device="meta").eval()
+    for path, module in model.named_modules():
+        if path in expected:
+            hooks.append(module.register_forward_hook(
+                lambda m, i, o, path=path: shapes.__setitem__(path, tuple(o.shape[1:]))))
+    with torch.no_grad():
+        y = model(torch.empty(1, *spec.input_shape, device="meta"))
+    for h in hooks:
+        h.remove()
+    assert tuple(y.shape[1:]) == spec.output_shape
+    assert shapes == expected
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_video_parity_with_torchvision(name, tv):
+    spec = _load(name)
+    torch.manual_seed(0)
+    ours = spec.build()
+    torch.manual_seed(0)
+    ref = torchvision_model(name)
+
+    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
+    assert list(ours_sd) == list(ref_sd)
+    assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []   # same seed, same weights
+    assert spec.num_params == sum(p.numel() for p in ref.parameters())
+    assert spec.num_params == getattr(tv.models.video, WEIGHTS[name]).DEFAULT.meta["num_params"]
+
+    _perturb_zeros(ref)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.eval()
+    ref.eval()
+    torch.manual_seed(1)
+    for batch, shape in CASES[name]:
+        small = _load(name, input_shape=shape)
+        assert_same_outputs_and_shapes(small, ours, ref, torch.randn(batch, *shape))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_video_shapes_at_the_default_input(name, tv):
+    spec = _load(name)
+    assert spec.input_shape == ((3, 16, 224, 224) if name == "s3d" else (3, 16, 112, 112))
+    _assert_meta_shapes(spec)
+    with torch.device("meta"):
+        ref = torchvision_model(name).eval()
+        assert tuple(ref(torch.empty(1, *spec.input_shape)).shape[1:]) == spec.output_shape == (400,)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_video_macs_match_torchvision_published(name, tv):
+    weights = getattr(tv.models.video, WEIGHTS[name]).DEFAULT
+    crop = weights.transforms().crop_size
+    spec = _load(name, input_shape=(3, 16, *crop))
+    published = weights.meta["_ops"]  # GMACs at 3x16 x crop, to 3 decimals
+    ours = spec.summary().totals["macs"] / 1e9
+    assert abs(ours - published) <= 0.005 * published or round(ours, 3) == published, \
+        f"{name}: ours {ours:.4f} G, torchvision {published}"
+
+
+def test_video_resnet_bottleneck_unit_matches_torchvision(tv, at_root):
+    """The family's Bottleneck (no torchvision builder uses it) against VideoResNet(Bottleneck, ...)."""
+    video = tv.models.video.resnet
+    text = ('use "specs/lib/video_resnet.arch"\n'
+            "model r3d_bottleneck input 3x4x32x32 = VideoResNet(Bottleneck, "
+            "[Conv3DSimple, Conv2Plus1D, Conv3DNoTemporal, Conv3DSimple], [1, 1, 1, 1], BasicStem, num_classes = 10)\n")
+    spec = archdsl.load_spec(text)
+    torch.manual_seed(0)
+    ours = spec.build()
+    torch.manual_seed(0)
+    ref = video.VideoResNet(video.Bottleneck, [video.Conv3DSimple, video.Conv2Plus1D, video.Conv3DNoTemporal,
+                                               video.Conv3DSimple], [1, 1, 1, 1], video.BasicStem, num_classes=10)
+    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
+    assert list(ours_sd) == list(ref_sd)
+    assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
+    assert spec.num_params == sum(p.numel() for p in ref.parameters())
+    _perturb_zeros(ref)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.eval()
+    ref.eval()
+    assert_same_outputs_and_shapes(spec, ours, ref, torch.randn(2, *spec.input_shape))
