@@ -882,7 +882,7 @@ def check_spec(spec) -> tuple[str, str]:
     try:
         model = spec.build(device="meta")
         stage = "meta forward"
-        model.eval()  # batch 1: training-mode batch norm would refuse a single value per channel
+        model.train(False)  # eval mode, batch 1: training-mode batch norm would refuse a single value per channel
         x = torch.empty((1, *spec.input_shape), device="meta")
         with torch.no_grad():
             y = model(x)
@@ -908,18 +908,22 @@ def check_spec(spec) -> tuple[str, str]:
 # ------------------------------------------------------------------ running one case (in a worker)
 
 
+def _write(p: Path, data) -> None:
+    """Write a case file exactly as generated (bytes, or text with lone surrogates and odd newlines kept)."""
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, bytes):
+        p.write_bytes(data)
+    else:
+        with open(p, "w", encoding="utf-8", errors="surrogatepass", newline="") as f:
+            f.write(data)
+
+
 def _materialize(case: Case, root: Path) -> list[Path]:
     """Write ``case``'s files over the zoo copy at ``root``; returns what to restore afterwards."""
     touched = []
     for rel, data in case.files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, bytes):
-            p.write_bytes(data)
-        else:
-            with open(p, "w", encoding="utf-8", errors="surrogatepass", newline="") as f:
-                f.write(data)
-        touched.append(p)
+        _write(root / rel, data)
+        touched.append(root / rel)
     for rel, kind in case.special:
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -1193,13 +1197,7 @@ def save_defect(case: Case, result: Result, out: Path) -> Path:
     d = out / result.cls / f"case{case.index:06d}"
     d.mkdir(parents=True, exist_ok=True)
     for rel, data in case.files.items():
-        p = d / "files" / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, bytes):
-            p.write_bytes(data)
-        else:
-            with open(p, "w", encoding="utf-8", errors="surrogatepass", newline="") as f:
-                f.write(data)
+        _write(d / "files" / rel, data)
     (d / "case.json").write_text(json.dumps(case.to_json()))
     (d / "README.txt").write_text(
         f"class: {result.cls}\nkind: {case.kind}\nmain: {case.main}\nspecial files: {case.special}\n"

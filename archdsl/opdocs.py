@@ -124,7 +124,7 @@ def _op_section(op: Op) -> list[str]:
         kind = "buffer" if op.direct_buffer else "parameter"
         params = ("none (a buffer)" if op.direct_buffer else
                   "the tensor itself, by its label: `init \"LABEL\" = ...`")
-        torch_class = f"none (an `nn.Parameter` on the enclosing module)" if not op.direct_buffer else \
+        torch_class = "none (an `nn.Parameter` on the enclosing module)" if not op.direct_buffer else \
             "none (a buffer on the enclosing module)"
         in_tree = f"no: a {kind} of the enclosing module, named by the label (`name: {op.name}(...)` gives " \
                   f"the `state_dict` key `name`)"

@@ -1129,6 +1129,19 @@ class Elaborator:
                          help="use it, return it, or remove the statement")
 
     # ------------------------------------------------------------ data flow
+    def _shortcut_used(self, node: ast.Residual, env: Env, start: int, scope: Scope) -> bool | None:
+        """Whether a `residual`'s shortcut is built (`shortcut if c`); None when the condition failed
+        (reported) or reads a tensor that failed earlier."""
+        if node.shortcut_cond is None:
+            return True
+        try:
+            return truth(self._ev(node.shortcut_cond, env, start, scope), node.shortcut_cond.span)
+        except EvalError as e:
+            self.error(e.diagnostic)
+        except Poisoned:
+            pass
+        return None
+
     def _residual(self, node: ast.Residual, scope: Scope, env: Env, start: int) -> int:
         if node.cond is not None:  # `residual if c { body }`: without the sum (and shortcut) when c is false
             use = truth(self._ev(node.cond, env, start, scope), node.cond.span)
@@ -1136,17 +1149,9 @@ class Elaborator:
                 return self.run_body(node.body, scope, env.child(), start)
         body_out = self.run_body(node.body, scope, env.child(), start)
         if start == POISON:  # an earlier error: both bodies are still checked for errors of their own
-            if node.shortcut is not None:
-                use = True
-                if node.shortcut_cond is not None:
-                    try:
-                        use = truth(self._ev(node.shortcut_cond, env, start, scope), node.shortcut_cond.span)
-                    except EvalError as e:
-                        self.error(e.diagnostic)
-                    except Poisoned:  # the condition reads the failed tensor: check the body anyway
-                        pass
-                if use:
-                    self.run_body(node.shortcut, scope, env.child(), start)
+            # (when the condition reads the failed tensor, the shortcut body is checked anyway)
+            if node.shortcut is not None and self._shortcut_used(node, env, start, scope) is not False:
+                self.run_body(node.shortcut, scope, env.child(), start)
             return POISON
         if body_out == start and node.shortcut is None:
             self.err("`residual` body is empty", node.span, "nothing to add to the shortcut",
@@ -1154,15 +1159,9 @@ class Elaborator:
             return POISON
         short_out = start
         if node.shortcut is not None:
-            use = True
-            if node.shortcut_cond is not None:
-                try:
-                    use = truth(self._ev(node.shortcut_cond, env, start, scope), node.shortcut_cond.span)
-                except EvalError as e:
-                    self.error(e.diagnostic)
-                    return POISON
-                except Poisoned:
-                    return POISON
+            use = self._shortcut_used(node, env, start, scope)
+            if use is None:
+                return POISON
             if use:
                 short_out = self.run_body(node.shortcut, scope, env.child(), start)
         if POISON in (body_out, short_out):
