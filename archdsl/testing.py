@@ -27,12 +27,22 @@ TORCHVISION_LAYOUTS = {
        for name in ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
                     "deeplabv3_mobilenet_v3_large") for suffix, aux in (("", False), ("_aux", True))},
     "lraspp_mobilenet_v3_large": ("lraspp_mobilenet_v3_large", dict(weights=None, weights_backbone=None)),
+    # the training layouts with auxiliary classifiers (get_model's defaults without weights)
+    "googlenet_aux": ("googlenet", dict(aux_logits=True, init_weights=True)),
+    "inception_v3_aux": ("inception_v3", dict(aux_logits=True, init_weights=True)),
+    # detection backbones (not get_model names): a dotted name is a builder under torchvision.models
+    "resnet50_fpn": ("detection.backbone_utils.resnet_fpn_backbone",
+                     dict(backbone_name="resnet50", weights=None, trainable_layers=5)),
+    "mobilenet_v3_large_fpn": ("detection.backbone_utils.mobilenet_backbone",
+                               dict(backbone_name="mobilenet_v3_large", fpn=True, weights=None, trainable_layers=6)),
 }
 
 
 def torchvision_model(name: str):
     """torchvision's model ``name`` in the layout of ``specs/<name>.arch`` (random weights)."""
     tv_name, kwargs = TORCHVISION_LAYOUTS.get(name, (name, TORCHVISION_KWARGS.get(name, {})))
+    if "." in tv_name:
+        return functools.reduce(getattr, tv_name.split("."), import_torchvision().models)(**kwargs)
     return import_torchvision().models.get_model(tv_name, **kwargs)
 
 

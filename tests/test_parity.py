@@ -18,11 +18,14 @@ from .conftest import ROOT, SPEC_NAMES
 from .helpers import assert_same_outputs_and_shapes
 
 TV_MODELS = set(import_torchvision().models.list_models(module=import_torchvision().models))
-PARITY = [n for n in SPEC_NAMES if n in TV_MODELS]
+#: too large for a CPU parity run at the declared input (vit_h_14: 632M parameters, ~35 s just to
+#: build both models): tests/test_zoo2_extra.py checks it on the meta device and at a small input
+META_ONLY = {"vit_h_14"}
+PARITY = [n for n in SPEC_NAMES if n in TV_MODELS and n not in META_ONLY]
 ODD = (3, 97, 131)
 # torchvision's ViT asserts its image size (the position embedding fixes the token count), so
 # these run the odd-input test at their declared size, with batch 2.
-FIXED_SIZE = {"vit_b_16", "vit_b_32", "vit_l_16"}
+FIXED_SIZE = {"vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32"}
 
 
 def test_every_family_has_parity_cases():

@@ -24,11 +24,12 @@ def test_spec_checks_and_builds_on_meta(path):
     modules = dict(model.named_modules())
     from archdsl.ops import get_op
     params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
     for node in spec.ir.ops():
         if node.path is None:
             continue
-        if get_op(node.op).direct_param:   # class_token, pos_embedding, layer_scale: a parameter
-            assert node.path in params
+        if get_op(node.op).direct_param:   # class_token, pos_embedding, layer_scale: a parameter; buffer: a buffer
+            assert node.path in (buffers if get_op(node.op).direct_buffer else params)
         else:
             assert type(modules[node.path]).__name__ == get_op(node.op).torch_class
 
