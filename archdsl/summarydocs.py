@@ -25,6 +25,8 @@ END = "<!-- end of spec table -->"
 def _rf(rf: dict) -> str:
     if rf["size"] is None:
         return rf["then"]
+    if rf["then"] == "undefined" and list(rf["size"]) == [1, 1]:  # e.g. 3-D windows, which are not tracked
+        return f"undefined from `{rf['from']}`" if rf.get("from") else "undefined"
     axes = [str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}" for v in (rf["size"], rf["stride"], rf["padding"])]
     return " / ".join(axes)
 
