@@ -21,7 +21,7 @@ import contextvars
 import dataclasses
 from dataclasses import dataclass
 
-from .diagnostics import Diagnostic, Span
+from .diagnostics import Diagnostic, Span, did_you_mean
 
 __all__ = ["Limits", "TRUSTED", "UNTRUSTED", "BudgetExceeded"]
 
@@ -56,9 +56,8 @@ class Limits:
         names = {f.name for f in dataclasses.fields(self)}
         for k, v in changes.items():
             if k not in names:
-                from .diagnostics import did_you_mean
-                raise ValueError(f"unknown limit `{k}`" + (f"; {did_you_mean(k, sorted(names))}"
-                                                          if did_you_mean(k, sorted(names)) else "") +
+                hint = did_you_mean(k, names)
+                raise ValueError(f"unknown limit `{k}`" + (f"; {hint}" if hint else "") +
                                  f" (limits: {', '.join(sorted(names))})")
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"limit `{k}` must be a non-negative integer, got {v!r}")

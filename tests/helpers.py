@@ -12,20 +12,58 @@ def _tensor(o):
     return o[0] if isinstance(o, tuple) else o
 
 
-def assert_same_outputs_and_shapes(spec, ours, ref, x):
-    """Eval outputs equal within float32 rounding; every module's real output shape is the checker's."""
-    shapes, hooks = {}, []
+def module_shapes(spec, model, x):
+    """(every IR module's real output shape, the checker's, the model's result) for input ``x``."""
     # direct-parameter ops (class_token, pos_embedding, layer_scale) are parameters, not modules
-    expected = {n.path: n.shape for n in spec.ir.ops()
-                if n.path is not None and not get_op(n.op).direct_param}
-    for path, module in ours.named_modules():
+    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None and not get_op(n.op).direct_param}
+    got, hooks = {}, []
+    for path, module in model.named_modules():
         if path in expected:
             hooks.append(module.register_forward_hook(
-                lambda m, i, o, path=path: shapes.__setitem__(path, tuple(_tensor(o).shape[1:]))))
+                lambda m, i, o, path=path: got.__setitem__(path, tuple(_tensor(o).shape[1:]))))
     with torch.no_grad():
-        got, want = ours(x), ref(x)
+        result = model(x)
     for h in hooks:
         h.remove()
+    return got, expected, result
+
+
+def assert_same_outputs_and_shapes(spec, ours, ref, x):
+    """Eval outputs equal within float32 rounding; every module's real output shape is the checker's."""
+    shapes, expected, got = module_shapes(spec, ours, x)
+    with torch.no_grad():
+        want = ref(x)
     torch.testing.assert_close(got, want, rtol=1.3e-6, atol=1e-5)
     assert tuple(got.shape[1:]) == spec.output_shape
     assert shapes == expected
+
+
+def perturb_zeros(ref) -> None:
+    """Give parameters that start at zero (ViT's classifier, biases) random values, so that equal
+    outputs are not equal zeros (torchvision's ViT head is zero at init: every output would be 0)."""
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in ref.parameters():
+            if not torch.any(p):
+                p.normal_(0, 0.02)
+
+
+def torchvision_reference(name, device=None, drop_classifier_draws=False):
+    """torchvision's counterpart of specs/<name>.arch (on ``device``). With ``drop_classifier_draws``, the
+    linear layers of the classification head that torchvision builds and then drops (segmentation and
+    detection backbones) draw no random numbers, nor does MobileNetV3's ``normal_`` init of them: the
+    random stream a spec, which builds only the layers kept, consumes."""
+    from unittest import mock
+
+    from archdsl.testing import torchvision_model
+
+    def build():
+        if device is None:
+            return torchvision_model(name)
+        with torch.device(device):
+            return torchvision_model(name)
+    if not drop_classifier_draws:
+        return build()
+    with mock.patch.object(torch.nn.Linear, "reset_parameters", lambda self: None), \
+         mock.patch("torch.nn.init.normal_", lambda tensor, *args, **kwargs: tensor):
+        return build()

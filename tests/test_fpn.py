@@ -23,17 +23,16 @@ torchvision they differ (``test_initial_weights_equal_plain_torchvision``, an ex
 from __future__ import annotations
 
 from collections import OrderedDict
-from unittest import mock
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import archdsl
-from archdsl.ops import get_op
-from archdsl.testing import TORCHVISION_LAYOUTS, torchvision_model
+from archdsl.testing import TORCHVISION_LAYOUTS
 
 from .conftest import ROOT
+from .helpers import module_shapes, torchvision_reference
 
 KEYS = {"resnet50_fpn": ["0", "1", "2", "3", "pool"], "mobilenet_v3_large_fpn": ["0", "1", "pool"]}
 NAMES = list(KEYS)
@@ -42,36 +41,6 @@ ODD = (3, 67, 71)
 
 def _load(name, shape=None):
     return archdsl.load_spec(ROOT / "specs" / f"{name}.arch", input_shape=shape)
-
-
-def _torchvision(name, device=None, drop_classifier_draws=False):
-    """torchvision's backbone; with ``drop_classifier_draws`` the dropped classification layers draw no
-    random numbers (nn.Linear.reset_parameters and MobileNetV3's normal_ init of them do nothing)."""
-    def build():
-        if device is None:
-            return torchvision_model(name)
-        with torch.device(device):
-            return torchvision_model(name)
-    if not drop_classifier_draws:
-        return build()
-    with mock.patch.object(torch.nn.Linear, "reset_parameters", lambda self: None), \
-         mock.patch("torch.nn.init.normal_", lambda tensor, *args, **kwargs: tensor):
-        return build()
-
-
-def _module_shapes(spec, model, x):
-    """(every IR module's real output shape, the checker's, the model's result)."""
-    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None and not get_op(n.op).direct_param}
-    got, hooks = {}, []
-    for path, module in model.named_modules():
-        if path in expected:
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, path=path: got.__setitem__(path, tuple(o.shape[1:]))))
-    with torch.no_grad():
-        result = model(x)
-    for h in hooks:
-        h.remove()
-    return got, expected, result
 
 
 def test_variants_and_layouts():
@@ -88,7 +57,7 @@ def test_variants_and_layouts():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_torchvision_on_meta(name, tv):
-    ref = _torchvision(name, device="meta").eval()
+    ref = torchvision_reference(name, device="meta").eval()
     spec = _load(name)
     ours = spec.build(device="meta").eval()
     ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
@@ -101,7 +70,7 @@ def test_matches_torchvision_on_meta(name, tv):
     with counter, torch.no_grad():
         want = ref(x)
     assert spec.macs == counter.get_total_flops() // 2
-    got, expected, result = _module_shapes(spec, ours, x)
+    got, expected, result = module_shapes(spec, ours, x)
     assert got == expected
     assert isinstance(result, dict) and list(result) == list(want) == KEYS[name]
     assert {k: (1, *s) for k, s in spec.output_shapes.items()} == {k: tuple(v.shape) for k, v in want.items()}
@@ -124,7 +93,7 @@ def test_matches_torchvision(name, tv):
     torch.manual_seed(0)
     ours = spec.build()
     torch.manual_seed(0)
-    ref = _torchvision(name, drop_classifier_draws=True)
+    ref = torchvision_reference(name, drop_classifier_draws=True)
     ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
     assert list(ours_sd) == list(ref_sd)
     assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
@@ -135,7 +104,7 @@ def test_matches_torchvision(name, tv):
     ref.eval()
     torch.manual_seed(1)
     x = torch.randn(2, *ODD)
-    got, expected, result = _module_shapes(spec, ours, x)
+    got, expected, result = module_shapes(spec, ours, x)
     assert got == expected
     with torch.no_grad():
         want = ref(x)
@@ -156,7 +125,7 @@ def test_initial_weights_equal_plain_torchvision(tv):
     torch.manual_seed(0)
     ours = spec.build()
     torch.manual_seed(0)
-    ref_sd = _torchvision("mobilenet_v3_large_fpn").state_dict()
+    ref_sd = torchvision_reference("mobilenet_v3_large_fpn").state_dict()
     assert [k for k, v in ours.state_dict().items() if not torch.equal(v, ref_sd[k])] == []
 
 

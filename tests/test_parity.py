@@ -15,7 +15,7 @@ import archdsl
 from archdsl.testing import import_torchvision, torchvision_model
 
 from .conftest import ROOT, SPEC_NAMES
-from .helpers import assert_same_outputs_and_shapes
+from .helpers import assert_same_outputs_and_shapes, perturb_zeros
 
 TV_MODELS = set(import_torchvision().models.list_models(module=import_torchvision().models))
 #: too large for a CPU parity run at the declared input (vit_h_14: 632M parameters, ~35 s just to
@@ -66,7 +66,7 @@ def check_default_input(name, tv):
     differing = [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])]
     assert differing == []
 
-    _perturb_zeros(ref)
+    perturb_zeros(ref)
     ours.load_state_dict(ref.state_dict(), strict=True)
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
     assert spec.num_params == sum(p.numel() for p in ours.parameters())
@@ -76,16 +76,6 @@ def check_default_input(name, tv):
     torch.manual_seed(1)
     assert_same_outputs_and_shapes(spec, ours, ref, torch.randn(1, *spec.input_shape))
     _PAIR[name] = (ours, ref)
-
-
-def _perturb_zeros(ref) -> None:
-    """Give parameters that start at zero (ViT's classifier, biases) random values, so that equal
-    outputs are not equal zeros (torchvision's ViT head is zero at init: every output would be 0)."""
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for p in ref.parameters():
-            if not torch.any(p):
-                p.normal_(0, 0.02)
 
 
 def check_odd_input(name, tv):
@@ -118,7 +108,7 @@ def test_parity_with_attention_written_in_the_language(name, tv):
     assert list(ours_sd) == list(ref_sd)
     assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
-    _perturb_zeros(ref)
+    perturb_zeros(ref)
     ours.load_state_dict(ref.state_dict(), strict=True)
     ours.eval()
     ref.eval()

@@ -17,24 +17,23 @@ A known gap: torchvision builds the whole classification network (ResNet's ``fc`
 MobileNetV3's ``classifier``) and drops it in ``IntermediateLayerGetter``; the dropped layers'
 random draws come before the backbone's init loop, and a spec cannot build a module only for its
 random draws. The initial weights are bit-identical to torchvision's built with those draws left
-out (``_torchvision(..., drop_classifier_draws=True)``); against plain torchvision they differ
+out (``torchvision_reference(..., drop_classifier_draws=True)``); against plain torchvision they differ
 (``test_initial_weights_equal_plain_torchvision``, an expected failure).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from unittest import mock
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import archdsl
-from archdsl.ops import get_op
-from archdsl.testing import TORCHVISION_LAYOUTS, torchvision_model
+from archdsl.testing import TORCHVISION_LAYOUTS
 
 from .conftest import ROOT
+from .helpers import module_shapes, perturb_zeros, torchvision_reference
 
 RESNET = ["fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"]
 MOBILENET = ["deeplabv3_mobilenet_v3_large"]
@@ -51,38 +50,6 @@ FORWARD = ["fcn_resnet50_aux", "deeplabv3_resnet50_aux"] + [n for n in SEGMENTAT
 
 def _load(name, shape=None):
     return archdsl.load_spec(ROOT / "specs" / f"{name}.arch", input_shape=shape)
-
-
-def _torchvision(name, device=None, drop_classifier_draws=False):
-    """torchvision's counterpart of specs/<name>.arch; with ``drop_classifier_draws``, the linear layers
-    of the classification head that torchvision builds and then drops draw no random numbers (nor
-    does MobileNetV3's ``normal_`` init of them): the random stream a spec, which builds only the
-    layers kept, consumes."""
-    def build():
-        if device is None:
-            return torchvision_model(name)
-        with torch.device(device):
-            return torchvision_model(name)
-    if not drop_classifier_draws:
-        return build()
-    with mock.patch.object(torch.nn.Linear, "reset_parameters", lambda self: None), \
-         mock.patch("torch.nn.init.normal_", lambda tensor, *args, **kwargs: tensor):
-        return build()
-
-
-def _module_shapes(spec, model, x):
-    """(every IR module's real output shape, the checker's, the model's result)."""
-    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None and not get_op(n.op).direct_param}
-    got, hooks = {}, []
-    for path, module in model.named_modules():
-        if path in expected:
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, path=path: got.__setitem__(path, tuple(o.shape[1:]))))
-    with torch.no_grad():
-        result = model(x)
-    for h in hooks:
-        h.remove()
-    return got, expected, result
 
 
 def _check_result_type(result, want):
@@ -103,7 +70,7 @@ def test_variants_and_layouts():
 
 @pytest.mark.parametrize("name", SEGMENTATION)
 def test_matches_torchvision_on_meta(name, tv):
-    ref = _torchvision(name, device="meta").eval()
+    ref = torchvision_reference(name, device="meta").eval()
     spec = _load(name)
     ours = spec.build(device="meta").eval()
     ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
@@ -119,7 +86,7 @@ def test_matches_torchvision_on_meta(name, tv):
         spec = _load(name, shape)
         ours = spec.build(device="meta").eval()
         x = torch.empty(2, *spec.input_shape, device="meta")
-        got, expected, result = _module_shapes(spec, ours, x)
+        got, expected, result = module_shapes(spec, ours, x)
         assert got == expected
         with torch.no_grad():
             want = ref(x)
@@ -138,15 +105,6 @@ def test_costs_match_torchvision_published(name, tv):
     assert abs(ours - published) <= 0.005 * published, f"{name} at {size}: ours {ours:.4f} G, torchvision {published}"
 
 
-def _perturb_zeros(ref) -> None:
-    """Random values for the parameters that start at zero (biases), so that equal outputs are not zeros."""
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for p in ref.parameters():
-            if not torch.any(p):
-                p.normal_(0, 0.02)
-
-
 @pytest.mark.parametrize("name", SEGMENTATION)
 def test_matches_torchvision(name, tv):
     shape = SMALL_ODD if "resnet" in name else ODD
@@ -154,14 +112,14 @@ def test_matches_torchvision(name, tv):
     torch.manual_seed(0)
     ours = spec.build()
     torch.manual_seed(0)
-    ref = _torchvision(name, drop_classifier_draws=True)
+    ref = torchvision_reference(name, drop_classifier_draws=True)
     ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
     assert set(ours_sd) == set(ref_sd)
     # the auxiliary classifier is built (and draws its random numbers) before the classifier, as in
     # torchvision's constructors, and so comes first in the module tree
     assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
 
-    _perturb_zeros(ref)
+    perturb_zeros(ref)
     ours.load_state_dict(ref.state_dict(), strict=True)
     if name not in FORWARD:
         return
@@ -169,7 +127,7 @@ def test_matches_torchvision(name, tv):
     ref.eval()
     torch.manual_seed(1)
     x = torch.randn(2, *shape)
-    got, expected, result = _module_shapes(spec, ours, x)
+    got, expected, result = module_shapes(spec, ours, x)
     assert got == expected
     with torch.no_grad():
         want = ref(x)
@@ -186,7 +144,7 @@ def test_initial_weights_equal_plain_torchvision(tv):
     torch.manual_seed(0)
     ours = spec.build()
     torch.manual_seed(0)
-    ref = _torchvision("lraspp_mobilenet_v3_large")
+    ref = torchvision_reference("lraspp_mobilenet_v3_large")
     ref_sd = ref.state_dict()
     assert [k for k, v in ours.state_dict().items() if not torch.equal(v, ref_sd[k])] == []
 

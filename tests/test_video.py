@@ -18,7 +18,7 @@ from archdsl.ops import get_op
 from archdsl.testing import torchvision_model
 
 from .conftest import ROOT
-from .helpers import assert_same_outputs_and_shapes
+from .helpers import assert_same_outputs_and_shapes, perturb_zeros
 
 #: model -> inputs (batch, shape) for the real forward comparisons
 CASES = {
@@ -33,15 +33,6 @@ WEIGHTS = {"r3d_18": "R3D_18_Weights", "mc3_18": "MC3_18_Weights", "r2plus1d_18"
 
 def _load(name, **kw):
     return archdsl.load_spec(ROOT / "specs" / f"{name}.arch", **kw)
-
-
-def _perturb_zeros(ref) -> None:
-    """Random values for parameters that start at zero (the fc bias), so equal outputs are not equal zeros."""
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for p in ref.parameters():
-            if not torch.any(p):
-                p.normal_(0, 0.02)
 
 
 def _assert_meta_shapes(spec):
@@ -75,7 +66,7 @@ def test_video_parity_with_torchvision(name, tv):
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
     assert spec.num_params == getattr(tv.models.video, WEIGHTS[name]).DEFAULT.meta["num_params"]
 
-    _perturb_zeros(ref)
+    perturb_zeros(ref)
     ours.load_state_dict(ref.state_dict(), strict=True)
     ours.eval()
     ref.eval()
@@ -122,7 +113,7 @@ def test_video_resnet_bottleneck_unit_matches_torchvision(tv, at_root):
     assert list(ours_sd) == list(ref_sd)
     assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
-    _perturb_zeros(ref)
+    perturb_zeros(ref)
     ours.load_state_dict(ref.state_dict(), strict=True)
     ours.eval()
     ref.eval()

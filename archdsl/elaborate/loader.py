@@ -7,7 +7,7 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 
-from ..diagnostics import Collector, Diagnostic, SpecError
+from ..diagnostics import Collector, Diagnostic, Source, Span, SpecError
 from ..limits import TRUSTED
 from ..syntax import ast
 from ..syntax.parser import parse
@@ -31,7 +31,6 @@ class UnreadableSpec(OSError):
         """Where in the file the problem is (a NUL byte, bytes that are not UTF-8), or None."""
         if self.data is None or self.offset is None:
             return None
-        from ..diagnostics import Source, Span
         before = self.data[:self.offset].decode("utf-8", "replace")
         line = before.count("\n") + 1
         column = len(before) - (before.rfind("\n") + 1) + 1
