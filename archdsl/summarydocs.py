@@ -23,12 +23,12 @@ END = "<!-- end of spec table -->"
 
 
 def _rf(rf: dict) -> str:
+    from .passes.summary import axes_text
     if rf["size"] is None:
         return rf["then"]
-    if rf["then"] == "undefined" and list(rf["size"]) == [1, 1]:  # e.g. 3-D windows, which are not tracked
+    if rf["then"] == "undefined" and all(v == 1 for v in rf["size"]):  # undefined from the first op on
         return f"undefined from `{rf['from']}`" if rf.get("from") else "undefined"
-    axes = [str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}" for v in (rf["size"], rf["stride"], rf["padding"])]
-    return " / ".join(axes)
+    return " / ".join(axes_text(v) for v in (rf["size"], rf["stride"], rf["padding"]))
 
 
 def render_table() -> str:

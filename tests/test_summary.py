@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
@@ -164,6 +165,54 @@ model m input 3x64x48 {
     assert join.receptive_field == d
 
 
+def _gradient_support(spec, position):
+    """The input positions (per spatial axis: first, last) that output ``position`` of ``spec``'s model
+    depends on, from the gradient of the built model in float64 with positive weights."""
+    torch.manual_seed(0)
+    model = spec.build().double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.rand_like(p) + 0.5)
+    x = (torch.rand(1, *spec.input_shape, dtype=torch.float64) + 0.5).requires_grad_(True)
+    model(x)[(0, slice(None), *position)].sum().backward()
+    support = x.grad[0].abs().sum(0).nonzero()
+    return [(support[:, a].min().item(), support[:, a].max().item()) for a in range(support.shape[1])]
+
+
+@pytest.mark.parametrize("text,position", [
+    # a clip: frames, height and width tracked separately (r3d's 3x7x7 stem, (2+1)-D factorized convs)
+    # (average pools: the gradient of a max pool reaches only the maximum of each window)
+    ("""model clip input 2x21x40x44 {
+        conv3d(4, [3, 7, 7], stride = [1, 2, 2], padding = [1, 3, 3])
+        avgpool3d(3, stride = 2, padding = 1)
+        residual { conv3d(4, [1, 3, 3], padding = [0, 1, 1]); conv3d(4, [3, 1, 1], padding = [1, 0, 0]) }
+        avgpool3d([2, 1, 1])
+        conv3d(4, 3, dilation = [1, 2, 2], padding = [1, 2, 2])
+    }""", (2, 5, 5)),
+    # a sequence: one axis
+    ("""model signal input 3x100 {
+        conv1d(4, 5, stride = 2, padding = 2)
+        avgpool1d(3, stride = 2)
+        residual { conv1d(4, 3, dilation = 3, padding = 3) }
+    }""", (9,)),
+])
+def test_receptive_field_of_clips_and_sequences_matches_the_gradient(text, position):
+    """Position i of the output sees [i S - P, i S - P + r - 1] on every axis: exactly the inputs its
+    gradient reaches (the position is chosen so that the field lies inside the input)."""
+    spec = archdsl.load_spec(text)
+    rf = spec.summary().totals["receptive_field"]
+    assert len(rf["size"]) == len(spec.input_shape) - 1 and rf["then"] is None
+    want = [(i * s - p, i * s - p + r - 1) for i, r, s, p in zip(position, rf["size"], rf["stride"], rf["padding"])]
+    assert all(lo >= 0 and hi < n for (lo, hi), n in zip(want, spec.input_shape[1:]))
+    assert _gradient_support(spec, position) == want
+
+
+def test_a_window_over_other_axes_than_the_input_has_no_field():
+    # a 2-D window on a clip folded into images: the field is not defined in the clip's axes
+    spec = archdsl.load_spec("model m input 3x4x16x16 { reshape([12, 16, 16]); conv2d(4, 3) }")
+    assert spec.summary().totals["receptive_field"]["then"] == "undefined"
+
+
 def test_union_of_unaligned_paths():
     # one path sees [-1, 1] around each position, the other [0, 4]: the merge sees [-1, 4]
     a, b = RF((3, 3), (2, 2), (1, 1)), RF((5, 5), (2, 2), (0, 0))
@@ -256,30 +305,33 @@ def test_op_macs_match_flop_counter(name, i):
 
 
 #: ops whose input gradient reaches the maximum of each window only, not the whole window
-MAX_OPS = {"maxpool2d", "adaptive_maxpool2d", "amax", "amin"}
+MAX_OPS = {f"{kind}{d}d" for kind in ("maxpool", "adaptive_maxpool") for d in (1, 2, 3)} | {"amax", "amin"}
 #: ops declared GLOBAL because an output element sees whole rows or columns of a map (a product), not a
 #: window: the check is that it is not local, i.e. the support spans a whole axis
 PRODUCT_OPS = {"matmul", "sdpa"}
 
 WINDOW_CASES = [(n, i) for n in sorted(SAMPLES) if n in all_ops() for i, (_, shapes) in enumerate(SAMPLES[n])
-                if shapes and all(len(s) == 3 and type(s) is tuple for s in shapes)]
+                if shapes and type(shapes[0]) is tuple and len(shapes[0]) in (3, 4)
+                and all(type(s) is tuple and len(s) == len(shapes[0]) for s in shapes)]
 
 
 @pytest.mark.parametrize("name,i", WINDOW_CASES)
 def test_op_window_matches_torch(name, i):
-    """For CxHxW samples: the input positions an output position depends on, as torch computes them."""
+    """For CxHxW and CxDxHxW samples: the input positions an output position depends on, as torch
+    computes them."""
     op = all_ops()[name]
     kwargs, shapes = SAMPLES[name][i]
     attrs = _resolve(op, kwargs)
     ins = hook(op, shapes)
     out = per_sample(op, op.infer(dict(attrs), ins))
-    layouts = ["CHW"] * len(shapes)
+    rank = len(shapes[0])
+    layouts = ["CHW" if rank == 3 else None] * len(shapes)
     try:
         op.check_layout(attrs, ins, layouts)
     except ShapeError:
         return  # the op acts on the last axis: these samples are channels-last, not CxHxW maps
     kind = op.window(attrs, ins, layouts)
-    if kind == UNDEFINED or len(out) != 3 or (kind == POINTWISE and all(s[1:] != out[1:] for s in shapes)):
+    if kind == UNDEFINED or len(out) != rank or (kind == POINTWISE and all(s[1:] != out[1:] for s in shapes)):
         return  # no position mapping to check (resampling, or the axes were permuted)
     module, _ = _run_torch(op, attrs, shapes)
     for p in module.parameters():
@@ -290,28 +342,29 @@ def test_op_window_matches_torch(name, i):
         x.requires_grad_(True)
     module = module.double()
     y = module(*xs)
-    oi, oj = out[1] // 2, out[2] // 2
-    (y[0, :, oi, oj] * (torch.rand(out[0], dtype=torch.float64) + 0.5)).sum().backward()
+    centre = [n // 2 for n in out[1:]]
+    (y[(0, slice(None), *centre)] * (torch.rand(out[0], dtype=torch.float64) + 0.5)).sum().backward()
     for x, shape in zip(xs, shapes):
         support = x.grad[0].abs().sum(0).nonzero()
         if kind == GLOBAL:
-            if name in PRODUCT_OPS:
-                rows, cols = set(support[:, 0].tolist()), set(support[:, 1].tolist())
-                assert len(rows) == shape[1] or len(cols) == shape[2]
+            if name in PRODUCT_OPS:  # whole rows or columns of the last two axes
+                rows, cols = set(support[:, -2].tolist()), set(support[:, -1].tolist())
+                assert len(rows) == shape[-2] or len(cols) == shape[-1]
             elif name not in MAX_OPS:  # a global max reaches one position per channel
-                assert len(support) == shape[1] * shape[2]
+                assert len(support) == math.prod(shape[1:])
             continue
         if shape[1:] != out[1:]:  # a broadcast input (e.g. a Cx1x1 gate)
             continue
         if kind == POINTWISE:
-            want = [(oi, oi), (oj, oj)]
+            want = [(o, o) for o in centre]
         else:
+            assert len(kind.kernel) == rank - 1  # a window over every spatial axis
             want = []
-            for axis, o in enumerate((oi, oj)):
+            for axis, o in enumerate(centre):
                 lo = o * kind.stride[axis] - kind.padding[axis]
                 hi = lo + kind.dilation[axis] * (kind.kernel[axis] - 1)
                 want.append((max(lo, 0), min(hi, shape[axis + 1] - 1)))
-        got = [(support[:, a].min().item(), support[:, a].max().item()) for a in range(2)]
+        got = [(support[:, a].min().item(), support[:, a].max().item()) for a in range(rank - 1)]
         if name in MAX_OPS:  # the gradient reaches the maximum only: inside the window
             assert all(w[0] <= g[0] and g[1] <= w[1] for g, w in zip(got, want))
         else:

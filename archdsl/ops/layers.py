@@ -128,8 +128,6 @@ class _ConvNd(_Spatial):
         return a["out_channels"] * (ins[0][0] // a["groups"]) * math.prod(a["kernel_size"]) * math.prod(out[1:])
 
     def window(self, a, ins, layouts):
-        if self.rank != 2:
-            return UNDEFINED
         return Window(a["kernel_size"], a["stride"], a["padding"], a["dilation"])
 
     def build(self, a, ins, inplace=False):
@@ -568,9 +566,7 @@ class _PoolNd(_Spatial):
                                for i, (n, axis) in enumerate(zip(x[1:], self.axes)))
 
     def window(self, a, ins, layouts):
-        if self.rank != 2:
-            return UNDEFINED
-        return Window(a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"], a.get("dilation", (1, 1)))
+        return Window(a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"], a.get("dilation"))
 
     def label(self, a):
         s = f"{self.short_name()} {_size(a['kernel_size'])}"
@@ -691,7 +687,7 @@ class _AdaptivePoolNd(_Spatial):
         size, out = ins[0][1:], a["output_size"]
         if all(o == 1 for o in out) and any(n != 1 for n in size):
             return GLOBAL
-        if self.rank != 2 or any(n % o for n, o in zip(size, out)):
+        if any(n % o for n, o in zip(size, out)):
             return UNDEFINED  # torch's windows then differ in size from one output to the next
         k = tuple(n // o for n, o in zip(size, out))
         return Window(k, k, (0, 0))

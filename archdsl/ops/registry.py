@@ -337,12 +337,17 @@ UNDEFINED = "undefined"   # no receptive field is defined (resampling: upsamplin
 
 @dataclass(frozen=True)
 class Window:
-    """A sliding window over the height and width of a CxHxW map, for receptive fields."""
+    """A sliding window over the spatial axes of a map, for receptive fields: one entry per axis (length of
+    a CxL sequence; height and width of a CxHxW map; depth, height and width of a CxDxHxW volume)."""
 
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int] = (1, 1)
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...] | None = None  # None: 1 on every axis
+
+    def __post_init__(self):
+        if self.dilation is None:
+            object.__setattr__(self, "dilation", (1,) * len(self.kernel))
 
 
 # ------------------------------------------------------------------ ops
@@ -403,12 +408,14 @@ class Op:
     def window(self, a: dict, ins: list[Shape], layouts: list[str | None]) -> Window | str:
         """How an output position depends on input positions (receptive fields, ``archdsl summary``).
 
-        A :class:`Window` for sliding windows over CxHxW maps (2-D conv, pooling); ``POINTWISE`` (the
+        A :class:`Window` for sliding windows over maps (1-, 2- and 3-D conv, pooling); ``POINTWISE`` (the
         default) when each output position sees the same positions of the inputs (activations,
         norms, element-wise joins, per-token layers, reshapes); ``GLOBAL`` when an output element
         may see every input position (global pooling, a linear layer on a vector, attention);
-        ``UNDEFINED`` when there is no receptive field in the Distill sense (upsampling), and for
-        the windows of 1-D and 3-D layers (receptive fields are tracked over height and width only).
+        ``UNDEFINED`` when there is no receptive field in the Distill sense (upsampling). A window has
+        one entry per spatial axis; the summary tracks as many axes as the model input has (a CxL
+        sequence 1, a CxHxW image 2, a CxTxHxW clip 3), and a window over another number of axes
+        makes the field undefined.
         """
         return POINTWISE
 

@@ -105,8 +105,9 @@ class Concat(Op):
         return first[:d] + (sum(x[d] for x in ins),) + first[d + 1:]
 
     def window(self, a, ins, layouts):
-        # along the channels positions line up; along a map's height or width they shift
-        return "pointwise" if len(ins[0]) != 3 or a["dim"] in (1, -3) else "undefined"
+        # along the channels positions line up; along a map's (or a clip's) spatial axes they shift
+        rank = len(ins[0])
+        return "undefined" if rank in (3, 4) and a["dim"] not in (1, -rank) else "pointwise"
 
     def emit(self, graph, a, args, inplace=False, ins=None):
         import torch

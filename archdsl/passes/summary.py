@@ -12,7 +12,8 @@ Nothing here imports torch: every figure comes from the op registry's declaratio
   total and at the peak of an inference pass that frees each tensor after its last use.
 * **Receptive field** (Distill, "Computing Receptive Fields of Convolutional Neural
   Networks"): per node the size ``r``, effective stride ``S`` and effective padding ``P`` per
-  spatial axis, so that output position ``i`` sees input positions ``[i S - P, i S - P + r - 1]``.
+  spatial axis of the model input (the length of a CxL sequence; height and width of a CxHxW image;
+  frames, height and width of a CxTxHxW clip), so that output position ``i`` sees input positions ``[i S - P, i S - P + r - 1]``.
   A window with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d`` maps
   ``(r, S, P)`` to ``(r + (d (k - 1)) S, S s, P + p S)``. Where paths merge (residual sums,
   concatenations, gates) the intervals are united (for centred paths: the maximum over
@@ -31,7 +32,7 @@ from ..ops.registry import (GLOBAL, MACS_FORMULA, MACS_ZERO, POINTWISE, UNDEFINE
                             hook_shapes)
 from .inplace import inplace_nodes
 
-__all__ = ["RF", "Row", "Summary", "summarize", "receptive_fields", "ITEMSIZE", "FORMAT_VERSION"]
+__all__ = ["RF", "Row", "Summary", "summarize", "receptive_fields", "axes_text", "ITEMSIZE", "FORMAT_VERSION"]
 
 #: bytes per element of the dtypes a model can be built in
 ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
@@ -45,14 +46,18 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class RF:
-    """A finite receptive field: size, effective stride and effective padding per axis (height, width)."""
+    """A finite receptive field: size, effective stride and effective padding per spatial axis of the
+    model input (e.g. height, width; or frames, height, width)."""
 
-    size: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
 
-    def through(self, w: Window) -> RF:
-        """The receptive field after a sliding window ``w`` applied to a map with this one."""
+    def through(self, w: Window) -> RF | str:
+        """The receptive field after a sliding window ``w`` applied to a map with this one
+        (``UNDEFINED`` when the window slides over another number of axes than the field has)."""
+        if len(w.kernel) != len(self.size):
+            return UNDEFINED
         size, stride, padding = [], [], []
         for r, j, p, k, s, pad, d in zip(self.size, self.stride, self.padding, w.kernel, w.stride, w.padding,
                                          w.dilation):
@@ -65,8 +70,11 @@ class RF:
         return {"size": list(self.size), "stride": list(self.stride), "padding": list(self.padding)}
 
 
-#: the input pixel itself
-INPUT_RF = RF((1, 1), (1, 1), (0, 0))
+def input_rf(shape) -> RF:
+    """The field of the model input itself: one position on each spatial axis (a CxL sequence has one,
+    a CxHxW image two, a CxTxHxW clip three; other inputs are treated as images)."""
+    axes = len(shape) - 1 if shape is not None and len(shape) in (2, 3, 4) else 2
+    return RF((1,) * axes, (1,) * axes, (0,) * axes)
 
 
 #: the "receptive field" of a tensor that does not depend on the input (a parameter, a buffer)
@@ -85,8 +93,10 @@ def _union(states: list) -> RF | str:
         return UNDEFINED
     if len(states) == 1:
         return states[0]
+    if len({len(s.size) for s in states}) > 1:
+        return UNDEFINED
     size, stride, padding = [], [], []
-    for axis in range(2):
+    for axis in range(len(states[0].size)):
         pad = max(s.padding[axis] for s in states)             # the leftmost start, -P
         end = max(s.size[axis] - s.padding[axis] for s in states)  # the rightmost end + 1
         size.append(pad + end)
@@ -97,8 +107,10 @@ def _union(states: list) -> RF | str:
 
 def receptive_fields(graph: Graph) -> dict[int, RF | str]:
     """Every node's receptive field on the model input: an :class:`RF`, ``GLOBAL`` or ``UNDEFINED``."""
-    out: dict[int, RF | str] = {INPUT_ID: INPUT_RF}
     nodes = graph.nodes
+    start = input_rf(nodes[INPUT_ID].shape)
+    out: dict[int, RF | str] = {INPUT_ID: start}
+    map_rank = len(start.size) + 1
     for node in graph.ops():
         op = get_op(node.op)
         ins = [nodes[i] for i in node.inputs]
@@ -114,10 +126,11 @@ def receptive_fields(graph: Graph) -> dict[int, RF | str]:
         elif isinstance(kind, Window):
             out[node.id] = seen.through(kind)
         elif kind == POINTWISE:
-            # a one-input op declared pointwise that changes a map's height or width resamples it
+            # a one-input op declared pointwise that changes a map's spatial sizes resamples it
             live = [i for i in ins if out[i.id] != CONSTANT]
             x, maps = live[0].shape, (None, "CHW")
-            resized = (len(live) == 1 and len(ins) == 1 and len(x) == 3 and len(node.shape) == 3
+            resized = (len(live) == 1 and len(ins) == 1 and map_rank > 2 and len(x) == map_rank
+                       and len(node.shape) == map_rank
                        and x[1:] != node.shape[1:] and getattr(live[0], "layout", None) in maps
                        and getattr(node, "layout", None) in maps)
             out[node.id] = UNDEFINED if resized else seen
@@ -423,13 +436,14 @@ def fmt_bytes(n: int) -> str:
     return f"{n / 2 ** 20:.2f} MiB" if n >= 2 ** 17 else f"{n / 2 ** 10:.1f} KiB"
 
 
-def _axes(v) -> str:
-    return str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
+def axes_text(v) -> str:
+    """One number when every axis has it, else one per axis (``7x3``, ``3x7x7``)."""
+    return str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v))
 
 
 def _rf_cells(rf) -> tuple[str, str, str]:
     if isinstance(rf, RF):
-        return _axes(rf.size), _axes(rf.stride), _axes(rf.padding)
+        return axes_text(rf.size), axes_text(rf.stride), axes_text(rf.padding)
     return (rf or "", "", "")
 
 
@@ -470,8 +484,8 @@ def totals_lines(t: dict, dtype: str) -> list[tuple[str, str]]:
         flops = f"{t['flops']:,} = {t['flops'] / 1e9:.3f} GFLOPs (2 x MACs)"
     rf = t["receptive_field"]
     if rf["size"] is not None:
-        text = (f"{_axes(rf['size'])}, effective stride {_axes(rf['stride'])}, effective padding "
-                f"{_axes(rf['padding'])} (at {rf['at']})")
+        text = (f"{axes_text(rf['size'])}, effective stride {axes_text(rf['stride'])}, effective padding "
+                f"{axes_text(rf['padding'])} (at {rf['at']})")
         if rf["then"]:
             text += f"; {rf['then']} from {rf['from']} on"
     else:
