@@ -3,6 +3,8 @@ agree with torch itself, and every op is documented and has sample cases here.""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import fx, nn
@@ -421,3 +423,27 @@ model m input 4x8x8 {
     for name in ("attn.qkv.weight", "attn.proj.weight", "fc.weight"):
         assert model.get_parameter(name).abs().sum() == 0, name
     assert model.get_parameter("attn.relative_position_bias_table").abs().sum() > 0
+
+
+def test_window_lengths_match_torch_pooling_including_ceil_mode():
+    """Output lengths of max/avg pooling, or a refusal, exactly where torch gives them or refuses: with
+    ceil_mode a window may hang over the end of a map smaller than the kernel (3x3 on 2x2 gives 1x1)."""
+    from archdsl.ops.registry import window_out
+    mismatches = []
+    for kind, n, k, s, d in itertools.product(("max", "avg"), range(1, 9), range(1, 7), range(1, 5), (1, 2)):
+        if kind == "avg" and d == 2:
+            continue
+        for p, ceil in itertools.product(range(k // 2 + 1), (False, True)):
+            try:
+                ours = window_out("pool", n, k, s, p, d, ceil, "length")
+            except ShapeError:
+                ours = None
+            module = (torch.nn.MaxPool1d(k, s, p, d, ceil_mode=ceil) if kind == "max"
+                      else torch.nn.AvgPool1d(k, s, p, ceil_mode=ceil))
+            try:
+                theirs = module(torch.rand(1, 2, n)).shape[-1]
+            except RuntimeError:
+                theirs = None
+            if ours != theirs:
+                mismatches.append((kind, n, k, s, p, d, ceil, ours, theirs))
+    assert mismatches == []

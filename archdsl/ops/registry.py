@@ -618,7 +618,9 @@ def window_out(op: str, size: int, k: int, s: int, p: int, d: int, ceil_mode: bo
     ``shape`` (the whole input shape) only makes error messages more helpful.
     """
     span = d * (k - 1) + 1
-    if size + 2 * p < span:
+    # with ceil_mode, torch lets a pooling window hang over the end of the padded input (a 3x3 window on a
+    # 2x2 map gives 1x1); otherwise the window must fit
+    if size + 2 * p < span and not (ceil_mode and size + 2 * p + s - 1 >= span):
         kernel = f"{span} after dilation" if d != 1 else f"{span}"
         raise ShapeError(f"`{op}` kernel ({kernel}) is larger than its padded input "
                          f"({size} + 2x{p} = {size + 2 * p}) along {axis}",
