@@ -88,6 +88,8 @@ class Elaborator:
         self._taps: dict[str, dict[str, tuple[int, Span]]] = {}  # scope path -> tap name -> (node id, span)
         self._frames: list[_Frame] = []
         self._named: list[tuple[str, int, Span]] = []  # (name, node id, let span) of named tensors
+        # `register` statements: (scope, children made before it, [(name, label span)], the labels its body writes)
+        self._registers: list[tuple[Scope, int, list[tuple[str, Span]], set[str]]] = []
 
     # ------------------------------------------------------------ diagnostics
     def error(self, d: Diagnostic) -> None:
@@ -158,6 +160,7 @@ class Elaborator:
                              "the batch", frame.return_span or decl.span, "from `merge_batch`",
                              help=f"`split_batch(x, {self.nodes[nid].fold})` gives each sample its items back")
                     out = POISON
+        self._apply_registers()
         self._check_init_rules()
         self._check_named_tensors(outputs)
         if out == POISON or shape is None or outputs is None:
@@ -309,6 +312,9 @@ class Elaborator:
     def run_body(self, stmts, scope: Scope, env: Env, cur: int, fan: _Fan | None = None) -> int:
         for k, st in enumerate(stmts):
             try:
+                if isinstance(st, ast.Register):
+                    self._register(st, scope, env, cur if fan is None else fan.start, stmts)
+                    continue
                 cur = self.run_stmt(st, scope, env, cur, fan)
             except EvalError as e:
                 self.error(_bound_later(e.diagnostic, stmts[k + 1:]))
@@ -1235,6 +1241,46 @@ class Elaborator:
                                        "names are letters, digits and `_`"))
         return text
 
+    def _register(self, st: ast.Register, scope: Scope, env: Env, cur: int, body) -> None:
+        """`register a, b`: remember where these children go in the module's registration order."""
+        names: list[tuple[str, Span]] = []
+        for label in st.labels:
+            text = self._interpolate(label, env, cur) if label.is_template else label.text
+            if not _MODULE_NAME_RE.match(text):
+                raise EvalError(Diagnostic(f"`register` takes the names of this module's children, not \"{text}\"",
+                                           label.span, "not a child's name",
+                                           help="a container's children are ordered inside it: write the "
+                                                "container's name (\"downs\", not \"downs.0\")"
+                                           if "." in text else None))
+            if any(text == n for n, _ in names) or any(text == n for r in self._registers if r[0] is scope
+                                                        for n, _ in r[2]):
+                raise EvalError(Diagnostic(f"`{text}` is registered twice in `{scope.path or scope.block}`",
+                                           label.span, "already in a `register` list"))
+            names.append((text, label.span))
+        self._registers.append((scope, len(scope.children), names, _labels_written(body)))
+
+    def _apply_registers(self) -> None:
+        """Put the children that `register` statements name at the statements' places, in their order: the
+        registration order of the built module (its state_dict, its constructors' random draws, its init
+        rules), not the order of `forward`, which follows the data flow."""
+        keys: dict[int, dict[str, tuple]] = {}
+        for k, (scope, made, names, written) in enumerate(self._registers):
+            have = scope.child_names()
+            for j, (name, span) in enumerate(names):
+                if name in have:
+                    keys.setdefault(id(scope), {})[name] = (made - 0.5, k, j)
+                elif not any(fnmatch.fnmatchcase(name, w) for w in written):
+                    self.err(f"`register` names `{name}`, which is not a child of `{scope.path or scope.block}`",
+                             span, "no child of this name",
+                             help=did_you_mean(name, have) or (f"its children: {', '.join(have[:8])}"
+                                                                 f"{', ...' if len(have) > 8 else ''}"
+                                                                 if have else "it has no children"))
+        for scope, *_ in self._registers:
+            order = keys.pop(id(scope), None)
+            if order:
+                scope.children = [c for _, c in sorted(
+                    ((order.get(c[0], (i, -1, 0)), c) for i, c in enumerate(scope.children)), key=lambda t: t[0])]
+
     def _tap(self, st: ast.Tap, scope: Scope, env: Env, cur: int) -> None:
         name = self._tap_name(st.label, env, cur)
         self._taps.setdefault(scope.path, {})[name] = (cur, st.span)
@@ -1447,3 +1493,35 @@ class _Ctx:
 
     def tensor_builtin(self, name, args, kwargs, e):
         return self.elab.tensor_builtin(name, args, kwargs, e, self.scope)
+
+
+def _labels_written(stmts) -> set[str]:
+    """The child names the statements can give in their module: plain labels, and templates as glob
+    patterns (``"layer{i}"`` -> ``layer*``), through `if`, `for` and unlabelled `residual`, `concat`
+    and `gate` bodies (which place their children in the module), not into sub-modules."""
+    found: set[str] = set()
+
+    def label(lab):
+        if lab is not None:
+            found.add(re.sub(r"\{[^}]*\}", "*", lab.text) if lab.is_template else lab.text)
+
+    def walk(body):
+        for st in body or ():
+            if isinstance(st, ast.Labelled):
+                label(st.label)
+            elif isinstance(st, ast.Let) and getattr(st, "label", None) is not None:
+                label(st.label)
+            elif isinstance(st, ast.If):
+                for _, b in st.branches:
+                    walk(b)
+                walk(st.otherwise)
+            elif isinstance(st, ast.For):
+                walk(st.body)
+            elif isinstance(st, ast.Residual):
+                walk(st.body)
+                walk(st.shortcut)
+            elif isinstance(st, (ast.Concat, ast.Gate)):
+                walk(st.body)
+
+    walk(stmts)
+    return found

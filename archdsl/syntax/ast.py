@@ -242,6 +242,15 @@ class Tap:
 
 
 @dataclass(frozen=True)
+class Register:
+    """`register a, b, c`: the children named ``a``, ``b``, ``c`` are registered in that order, at this
+    statement's place among the module's children (torch's ``__init__`` order: the state_dict order and
+    the order constructors draw random numbers in), wherever they are applied."""
+    labels: tuple[Label, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class If:
     """`if c { } elif d { } else { }`: statements chosen at elaboration time."""
     branches: tuple[tuple[Expr, tuple["Stmt", ...]], ...]
@@ -259,8 +268,8 @@ class Labelled:
     span: Span
 
 
-Stmt = Union[Let, InitRule, Labelled, Call, Seq, For, Residual, Concat, Gate, Pass, From, Tap, If, Return,
-             Inline]
+Stmt = Union[Let, InitRule, Labelled, Call, Seq, For, Residual, Concat, Gate, Pass, From, Tap, Register, If,
+             Return, Inline]
 
 # ---------------------------------------------------------------- declarations
 

@@ -22,6 +22,10 @@ KEYWORDS = ("use", "let", "block", "model", "input", "init", "seq", "for", "in",
             "shortcut", "concat", "if", "elif", "else", "then", "and", "or", "not", "true",
             "false", "none", "gate", "pass", "tap", "from", "return", "inline")
 
+#: words that are keywords only at the start of a statement (elsewhere they are ordinary names, so specs
+#: that use them as names keep working)
+STATEMENT_KEYWORDS = ("register",)
+
 #: the longest number literal (Python refuses to convert integers of more than 4300 digits)
 MAX_LITERAL_DIGITS = 100
 
@@ -251,7 +255,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def concat_node(self, meta, c):
-        return ast.Concat(c[0] or (), c[1], self._span(meta))
+        return ast.Concat(c[1] or (), c[2], self._span(meta))
 
     @v_args(meta=True)
     def gate_node(self, meta, c):
@@ -273,6 +277,10 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def tap_stmt(self, meta, c):
         return ast.Tap(c[0], self._span(meta))
+
+    @v_args(meta=True)
+    def register_stmt(self, meta, c):
+        return ast.Register(tuple(x for x in c if x is not None), self._span(meta))
 
     @v_args(meta=True)
     def if_stmt(self, meta, c):
@@ -382,6 +390,11 @@ class _ToAst(Transformer):
     def call(self, meta, c):
         return ast.Call(str(c[0]), c[1] or (), self._span(meta), self._tspan(c[0]), c[2])
 
+    @v_args(meta=True)
+    def concat_call(self, meta, c):
+        """`concat([a, b], dim)` in an expression: the tensor function (the statement form has a body)."""
+        return ast.Call("concat", c[1] or (), self._span(meta), self._tspan(c[0]), None)
+
     def call_inputs(self, c):
         return c[0] or ()
 
@@ -481,6 +494,11 @@ def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
             help_text = f"`{word}` is a keyword and cannot be used as a name"
             if str(err.token) == ":":
                 help_text += f"; a module can still be named `{word}` with a string label: `\"{word}\": ...`"
+        elif word in STATEMENT_KEYWORDS:
+            help_text = (f"`{word}` at the start of a statement lists children (`{word} a, b`): a name used "
+                         f"there must be another one")
+            if str(err.token) == ":":
+                help_text += f", or a string label: `\"{word}\": ...`"
     if at_end:
         unclosed = _unclosed_delimiter(source.text)
         if unclosed is not None:
