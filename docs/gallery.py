@@ -3,9 +3,12 @@
     python docs/gallery.py
 
 Every family whose spec exists in specs/ is drawn with the same defaults as
-`archdsl draw SPEC --format png` (automatic depth, folded repeats), unless its entry below
-gives a depth (a shallower view reads better when long skips cross the page), at a
-resolution that keeps each file to a few hundred KB. tests/test_draw.py checks the page is current.
+`archdsl draw SPEC --format png` (automatic depth, folded repeats, encoder-decoders as a U,
+one output node per result), unless its entry below gives a depth, at a resolution that keeps
+each file to a few hundred KB. tests/test_draw.py checks the page is current.
+
+Adding a family is one line in FAMILIES: `("spec_name", "Caption: what the diagram shows")`,
+then `python docs/gallery.py`; entries whose spec does not exist (yet) are skipped.
 """
 
 from __future__ import annotations
@@ -30,9 +33,22 @@ FAMILIES = [
     ("convnext_tiny", "ConvNeXt-Tiny: channels-last blocks with layer scale"),
     ("vit_b_16", "ViT-B/16: token shapes (tokens x dim); the 12 encoder layers folded"),
     ("regnet_y_400mf", "RegNetY-400MF: stages of Y blocks with SE gates"),
-    ("unet", "U-Net: long skips from the encoder to the decoder's concatenations, and the resizes where "
-             "sizes differ", 1),
+    ("unet", "U-Net: a U, the encoder going down and the decoder coming back up; each long skip to a "
+             "decoder concatenation is one horizontal level, and the resizes show where sizes differ"),
     ("yolo_v1", "YOLO v1: a deep conv stack and a detection head"),
+    ("swin_t", "Swin-T: patch embedding, stages of shifted-window attention blocks and patch merging"),
+    ("r3d_18", "R3D-18: a video ResNet, 3-D convolutions on C x T x H x W clips"),
+    ("s3d", "S3D: separable 3-D convolutions (spatial, then temporal) in Inception-style video modules"),
+    ("googlenet_aux", "GoogLeNet with its auxiliary classifiers: the tuple result (logits, aux2, aux1) drawn "
+                      "as one output node per position"),
+    ("fcn_resnet50_aux", "FCN-ResNet50 with the auxiliary head: a dilated ResNet trunk, the FCN head on "
+                         "layer4 and the auxiliary one on layer3; the dict result drawn as outputs `out` "
+                         "and `aux`"),
+    ("lraspp_mobilenet_v3_large", "LR-ASPP MobileNetV3-Large: a dilated MobileNetV3 backbone; the head gates "
+                                  "the 1/16 features and adds a classifier of the 1/8 ones"),
+    ("resnet50_fpn", "ResNet-50 FPN backbone, its stages collapsed: the ResNet going down, the feature pyramid "
+                     "coming back up, each lateral 1x1 conv one horizontal level, and one output per pyramid "
+                     "level (\"0\" .. \"3\", \"pool\")", 1),
 ]
 DPI = 80
 MAX_BYTES = 500_000

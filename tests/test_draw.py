@@ -6,6 +6,7 @@ skipped locally but fail in CI (where ``CI`` is set), so they cannot be skipped 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -30,6 +31,12 @@ DEEP = [n for n in ("resnet152", "densenet201", "efficientnet_b7") if n in SPEC_
 
 def spec(name: str, **kw) -> archdsl.Spec:
     return archdsl.load_spec(ROOT / "specs" / f"{name}.arch", **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_spec(name: str) -> archdsl.Spec:
+    """A spec loaded once for the tests that only read it."""
+    return spec(name)
 
 
 def svg_size(svg: str) -> tuple[float, float]:
@@ -99,9 +106,10 @@ def test_default_view_is_small_and_a_connected_dag(name):
     for a, b in view.edges:
         assert a != b and a in succ and b in succ
         succ[a].append(b)
-    # everything is reachable from the input or from a tensor the model owns (`buffer`, `parameter`) ...
-    owned = [n for n in nodes if n.startswith("n") and n[1:].isdigit() and
-             s.ir.nodes[int(n[1:])].op in ("buffer", "parameter")]
+    # everything is reachable from the input or from a tensor the model owns (`buffer`, `parameter`,
+    # or a collapsed block holding them, such as MViT's LayerNormTensors) ...
+    owned = sorted({view.rep[n.id] for n in s.ir.ops()
+                    if n.op in ("buffer", "parameter") and view.rep.get(n.id)})
     seen, todo = set(), ["input", *owned]
     while todo:
         n = todo.pop()
@@ -109,7 +117,10 @@ def test_default_view_is_small_and_a_connected_dag(name):
             seen.add(n)
             todo.extend(succ[n])
     assert seen == set(nodes)
-    assert all(succ[n] for n in nodes if n != "output")   # ... and leads somewhere
+    assert all(succ[n] for n in nodes if n not in view.output_ids)   # ... and leads somewhere
+    # one output node per entry of the result, each fed by one edge and leading nowhere
+    assert len(view.output_ids) == len(dotmod.output_items(s.ir))
+    assert all(not succ[o] and sum(1 for a, b in view.edges if b == o) == 1 for o in view.output_ids)
     assert "digraph" in dot.source
 
 
@@ -226,6 +237,183 @@ def test_wrapping_cuts_long_chains_into_columns():
     assert "(cont.)" in diagram(spec("vgg16").ir, depth=9, columns=3)[0].source
 
 
+# ------------------------------------------------------------------ encoder-decoders and multi-output models
+
+TINY_UNET = """
+model tiny_unet input 1x32x32 {
+    for i, f in enumerate([8, 16]) {
+        "downs.{i}": seq { conv2d(f, 3, padding = 1); relu() }
+        tap "skip{i}"
+        "pools.{i}": maxpool2d(2)
+    }
+    bottom: conv2d(32, 3, padding = 1)
+    for i, f in enumerate([16, 8]) {
+        "ups.{i}": conv_transpose2d(f, 2, stride = 2)
+        concat(dim = 1) { from "skip{1 - i}"; pass }
+        "dec.{i}": seq { conv2d(f, 3, padding = 1); relu() }
+    }
+    head: conv2d(2, 1)
+}"""
+
+
+def rank_groups(dot) -> list[set[str]]:
+    """The node sets of the `rank=same` subgraphs in the DOT source."""
+    return [set(re.findall(r"^\t+(\w+)$", body, re.M))
+            for body in re.findall(r"\{\n\t+rank=same\n(.*?)\n\t+\}", dot.source, re.S)]
+
+
+def drawn_edges(dot) -> set[tuple[str, str]]:
+    """(tail, head) of every edge as the data flows: `b -> a [dir=back]` is a -> b."""
+    out = set()
+    for a, b, attrs in re.findall(r"^\t+(\w+) -> (\w+)(?: \[(.*)\])?$", dot.source, re.M):
+        out.add((b, a) if "dir=back" in (attrs or "") else (a, b))
+    return out
+
+
+def ids_by_path(view, prefix: str) -> list[str]:
+    """Drawn ids of the items whose scope or node path starts with ``prefix``, in drawing order."""
+    g = view.g
+    return [it.id for it, _ in view.walk()
+            if (it.scope or (g.nodes[it.node].path if it.node is not None else None) or "").startswith(prefix)]
+
+
+def test_unet_skip_levels_are_ranks_and_the_decoder_flows_up(at_root):
+    s = archdsl.load_spec(TINY_UNET)
+    dot, view = diagram(s.ir, depth=0)
+    plan = view.u_plan
+    down = {i: ids_by_path(view, f"downs.{i}")[0] for i in range(2)}
+    concats = [f"n{n.id}" for n in s.ir.ops() if n.op == "concat"]
+    assert plan is not None and plan.skips == [(down[0], concats[1]), (down[1], concats[0])]
+    groups = rank_groups(dot)
+    for u, j in plan.skips:                               # each skip edge lies within one rank
+        assert (u, j) in view.edges and any({u, j} <= grp for grp in groups)
+    bottom, up0 = ids_by_path(view, "bottom")[0], ids_by_path(view, "ups.0")[0]
+    assert {bottom, up0} in groups                        # the bottom turns within its rank
+    assert len(groups) == 3 and "newrank=true" in dot.source
+    decoder = {up0, *concats, *ids_by_path(view, "dec."), ids_by_path(view, "ups.1")[0],
+               ids_by_path(view, "head")[0], "output"}
+    assert plan.up == decoder
+    # every decoder edge is drawn reversed (dir=back), every other edge forward; none is lost
+    for a, b in view.edges:
+        back = f"\t{b} -> {a} [dir=back" in dot.source
+        assert back == (a in decoder and b in decoder), (a, b)
+    assert drawn_edges(dot) == set(view.edges)
+    # --columns gives the plain (wrapped) layout back
+    plain = diagram(s.ir, depth=0, columns=1)[0].source
+    assert "rank=same" not in plain and "dir=back" not in plain and "newrank" not in plain
+
+
+def test_additive_3d_encoder_decoder_is_a_u_too(at_root):
+    # no names in common with U-Net, `+` joins instead of concatenations, T x H x W sizes
+    s = archdsl.load_spec("""
+    model vnet input 2x8x16x16 {
+        let e0 = a: conv3d(8, 3, padding = 1)
+        let e1 = b: seq { maxpool3d(2); conv3d(16, 3, padding = 1) }(e0)
+        let z = c: seq { maxpool3d(2); conv3d(16, 3, padding = 1) }(e1)
+        let u1 = d: conv_transpose3d(16, 2, stride = 2)(z)
+        let v1 = e: conv3d(8, 3, padding = 1)(e1 + u1)
+        let u0 = f: conv_transpose3d(8, 2, stride = 2)(v1)
+        let h = g: conv3d(2, 1)(e0 + u0)
+        return h
+    }""")
+    dot, view = diagram(s.ir, depth=0)
+    adds = [f"n{n.id}" for n in s.ir.ops() if n.op == "add"]
+    a, b = ids_by_path(view, "a")[0], ids_by_path(view, "b")[0]
+    assert view.u_plan.skips == [(a, adds[1]), (b, adds[0])]
+    assert {ids_by_path(view, "c")[0], ids_by_path(view, "d")[0]} in rank_groups(dot)
+
+
+def test_unet_default_view_is_a_u():
+    s = shared_spec("unet")
+    dot, view = diagram(s.ir)
+    plan = view.u_plan
+    assert plan is not None and len(plan.skips) == 4
+    for i, (u, j) in enumerate(plan.skips):               # outermost level first: encoders.0 ... 3
+        assert u in ids_by_path(view, f"encoders.{i}.")
+        assert s.ir.nodes[view.tensor[j]].op == "concat"
+        assert any({u, j} <= grp for grp in rank_groups(dot))
+    assert "(cont.)" not in dot.source and "constraint=false" not in dot.source   # no wrapping
+    assert drawn_edges(dot) == set(view.edges)
+    assert dot.source == diagram(spec("unet").ir)[0].source                          # deterministic
+
+
+@needs_dot
+def test_unet_skips_are_horizontal_in_the_layout():
+    import json
+    s = shared_spec("unet")
+    dot, view = diagram(s.ir)
+    out = subprocess.run(["dot", "-Tjson"], input=dot.source.encode(), capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    pos = {o["name"]: tuple(map(float, o["pos"].split(","))) for o in json.loads(out.stdout)["objects"]
+           if "pos" in o and "nodes" not in o}
+    ys = []
+    for u, j in view.u_plan.skips:
+        (xu, yu), (xj, yj) = pos[u], pos[j]
+        assert abs(yu - yj) < 1 and xu < xj          # same height, encoder on the left
+        ys.append(yu)
+    assert ys == sorted(ys, reverse=True)            # deeper levels lower down (y grows upwards)
+    bottom = pos[ids_by_path(view, "bottleneck.")[-1]][1]
+    assert bottom < min(ys) and pos["output"][1] > max(ys)   # the U: bottleneck at the bottom
+
+
+def test_fpn_laterals_are_skip_levels():
+    s = shared_spec("resnet50_fpn")
+    dot, view = diagram(s.ir)
+    plan = view.u_plan
+    assert plan is not None and len(plan.skips) == 3
+    groups = rank_groups(dot)
+    for k, (u, j) in enumerate(plan.skips):               # body.layer1 .. layer3 -> lateral -> +
+        assert u == view.rep[s.ir.scopes[f"body.layer{k + 1}"].output]      # (drawn by its folded run)
+        assert s.ir.nodes[view.tensor[j]].op == "add"
+        lateral = ids_by_path(view, f"fpn.inner_blocks.{k}.")
+        assert len(lateral) == 1 and any({u, lateral[0], j} <= grp for grp in groups)
+    assert drawn_edges(dot) == set(view.edges)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "deeplabv3_resnet50", "lraspp_mobilenet_v3_large", "vgg16",
+                                  "densenet121", "mobilenet_v3_large_fpn"])
+def test_no_u_without_two_nested_skip_levels(name):
+    # residual sums and dense concats skip at one size; ASPP's pooled branch and LR-ASPP's one
+    # low-level skip are a single level; MobileNetV3's FPN reads two maps of the same size
+    dot, view = diagram(shared_spec(name).ir)
+    assert view.u_plan is None and "rank=same" not in dot.source and "dir=back" not in dot.source
+
+
+def _output_labels(dot, view) -> dict[str, str]:
+    labels = node_labels(dot)
+    return {o: " ".join(labels[o].split()) for o in view.output_ids}
+
+
+def test_dict_outputs_get_one_node_per_key():
+    s = shared_spec("fcn_resnet50_aux")
+    dot, view = diagram(s.ir)
+    labels = _output_labels(dot, view)
+    assert list(labels.values()) == ["output out 21\u00d7520\u00d7520", "output aux 21\u00d7520\u00d7520"]
+    feeds = {b: a for a, b in view.edges if b in labels}
+    assert feeds["output_0"] != feeds["output_1"]
+    assert view.tensor[feeds["output_0"]] == s.ir.outputs["out"]
+    assert view.tensor[feeds["output_1"]] == s.ir.outputs["aux"]
+    assert "out 21\u00d7520\u00d7520, aux 21\u00d7520\u00d7520" in dot.source      # the title lists both
+
+    s = shared_spec("resnet50_fpn")
+    dot, view = diagram(s.ir)
+    labels = _output_labels(dot, view)
+    shapes = {"0": 56, "1": 28, "2": 14, "3": 7, "pool": 4}
+    assert list(labels.values()) == [f"output {k} 256\u00d7{n}\u00d7{n}" for k, n in shapes.items()]
+    assert "5 outputs (0, 1, 2, 3, pool)" in dot.source
+
+
+def test_tuple_outputs_get_one_node_per_position():
+    s = shared_spec("googlenet_aux")
+    dot, view = diagram(s.ir)
+    assert list(_output_labels(dot, view).values()) == [f"output {i} 1000" for i in range(3)]
+    sources = [next(a for a, b in view.edges if b == o) for o in view.output_ids]
+    assert [view.tensor[a] for a in sources] == list(s.ir.outputs)
+    # a model returning one tensor keeps its single node `output`
+    _, view = diagram(shared_spec("googlenet").ir)
+    assert view.output_ids == ["output"]
+
+
 # ------------------------------------------------------------------ escaping
 
 NASTY = ['a"b', 'x\\', 'e"]; evil [shape=star', "{brace}", "<b>bold</b>", "new\nline", "amp & semi;", "\\N\\G"]
@@ -251,6 +439,22 @@ def test_labels_are_escaped_in_the_dot_source():
     assert syntax.count("{") == syntax.count("}")
     assert "&lt;b&gt;bold&lt;/b&gt;" in src and "e&quot;]; evil [shape=star" in src
     assert "new\nline" not in src
+
+
+def test_output_keys_are_escaped(at_root):
+    s = archdsl.load_spec("""
+    model two input 3x8x8 {
+        let a = c: conv2d(4, 1)
+        let b = p: maxpool2d(2)(a)
+        return {"x": a, "y": b}
+    }""")
+    s.ir.outputs = {NASTY[2]: s.ir.outputs["x"], NASTY[4]: s.ir.outputs["y"]}
+    dot, view = diagram(s.ir)
+    syntax = dot_syntax(dot.source)
+    assert "evil" not in syntax and "bold" not in syntax and syntax.count("{") == syntax.count("}")
+    assert view.output_ids == ["output_0", "output_1"]
+    labels = _output_labels(dot, view)
+    assert "e&quot;]; evil [shape=star" in labels["output_0"] and "&lt;b&gt;bold&lt;/b&gt;" in labels["output_1"]
 
 
 @needs_dot

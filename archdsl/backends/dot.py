@@ -16,6 +16,15 @@ What is drawn is decided in three steps, all on the IR alone:
    ``rankdir=LR``) at ranks where the fewest clusters are split, and the edges that jump
    from one column to the next do not constrain the ranking, so each column starts at the
    top. A cluster cut in two is drawn as two boxes, the second labelled ``(cont.)``.
+4. **Encoder-decoders** are not wrapped but drawn as a U (:func:`encoder_decoder`): when the
+   main path has two or more nested *skip levels* (a join fed from an earlier node of its
+   spatial size while the path between dips to smaller sizes: U-Net's concatenations, an
+   FPN's laterals), the encoder goes down, the decoder comes back up (its edges reversed,
+   ``dir=back``) and each level is one ``rank=same`` group (with ``newrank``), so the skip
+   edges are horizontal. Found from the graph alone, never from a model's name.
+
+A model returning a dict or tuple gets one output node per entry (``output_0``, ...),
+labelled with its key or position and its shape; one tensor is the node ``output``.
 
 Every piece of text that comes from a spec (names, block names, attributes) reaches DOT
 through :func:`_html` (HTML-like labels) or :func:`graphviz.escape` (tooltips), so it can
@@ -229,13 +238,23 @@ class Item:
 
 
 def output_items(g: Graph) -> list[tuple[object, int]]:
-    """(name, node id) of each model result: the dict key, the position in a tuple, or None for one tensor."""
+    """(label, node id) of each model result, in order: the dict key or tuple position (nested
+    structures joined with ``.``: ``aux.0``), or None for a model returning one tensor."""
     outs = g.outputs
-    if isinstance(outs, dict):
-        return list(outs.items())
-    if isinstance(outs, tuple):
-        return list(enumerate(outs))
-    return [(None, outs)]
+    if not isinstance(outs, (dict, tuple)):
+        return [(None, outs)]
+    found: list[tuple[object, int]] = []
+
+    def walk(s, prefix):
+        entries = s.items() if isinstance(s, dict) else enumerate(s)
+        for k, v in entries:
+            key = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, (dict, tuple)):
+                walk(v, key)
+            else:
+                found.append((key, v))
+    walk(outs, "")
+    return found
 
 
 class View:
@@ -257,14 +276,25 @@ class View:
                 if a is None or b is None or a == b or self._cross_instance(u, n.id):
                     continue
                 self.edges.setdefault((a, b), u)
-        # the model's results: one edge each into the output node, labelled with its name when there are several
+        # the model's results: one output node per entry of a dict or tuple result, labelled with
+        # its key or position (a model returning one tensor has the single node "output")
+        entries = output_items(g)
+        self.outputs: list[tuple[str, object, int]] = [
+            ("output" if key is None and len(entries) == 1 else f"output_{i}", key, nid)
+            for i, (key, nid) in enumerate(entries)]
+        for oid, _key, nid in self.outputs:
+            self.edges.setdefault((self.rep.get(nid, "input"), oid), nid)
         self.edge_labels: dict[tuple[str, str], str] = {}
-        for key, nid in output_items(g):
-            out = self.rep.get(nid, "input")
-            self.edges.setdefault((out, "output"), nid)
-            if key is not None:
-                prev = self.edge_labels.get((out, "output"))
-                self.edge_labels[(out, "output")] = f"{prev}, {key}" if prev else str(key)
+        self.u_plan: "UPlan | None" = None    # set by diagram(): the encoder-decoder layout drawn
+        #: the IR tensor each drawn node stands for (its output; a block's output)
+        self.tensor: dict[str, int] = {"input": INPUT_ID}
+        for it, _ in self.walk():
+            if it.kind == "node":
+                self.tensor[it.id] = it.node
+            elif it.kind == "block":
+                self.tensor[it.id] = g.scopes[it.members[-1]].output
+        for oid, _key, nid in self.outputs:
+            self.tensor[oid] = nid
 
     # building ------------------------------------------------------------
     def is_open(self, path: str) -> bool:
@@ -352,7 +382,12 @@ class View:
 
     def drawn_nodes(self) -> list[str]:
         """Graphviz ids of the drawn nodes (input and output included), in order."""
-        return ["input"] + [it.id for it, _ in self.walk() if it.kind != "cluster"] + ["output"]
+        return ["input"] + [it.id for it, _ in self.walk() if it.kind != "cluster"] + self.output_ids
+
+    @property
+    def output_ids(self) -> list[str]:
+        """Graphviz ids of the output nodes: ``output``, or ``output_0``, ``output_1``, ... (one per entry)."""
+        return [oid for oid, _key, _nid in self.outputs]
 
 
 def build_view(g: Graph, depth: int | None = None, expand=(), fold: bool = True,
@@ -505,6 +540,149 @@ def _best_cuts(cost: list[float], height: int, columns: int) -> list[int]:
     return sorted(cuts)
 
 
+# ------------------------------------------------------------------ encoder-decoder layout
+
+
+@dataclass
+class UPlan:
+    """How an encoder-decoder is drawn as a U (see :func:`encoder_decoder`).
+
+    ``skips``: (source, join) drawn ids of each skip level, outermost first; ``up``: the
+    decoder side, whose edges are drawn reversed so it flows back up; ``groups``: the drawn
+    ids put on one rank (each skip level with the nodes on its way, and the bottom turn);
+    ``flat``: the data edges inside those groups."""
+
+    skips: list[tuple[str, str]]
+    up: set[str]
+    groups: list[list[str]]
+    flat: set[tuple[str, str]]
+
+
+def _spatial(n: Node):
+    """The spatial dims of a node's output (H x W, T x H x W, ...), or None (tokens, vectors)."""
+    shape, layout = n.shape, n.layout
+    if not shape:
+        return None
+    if layout and len(layout) == len(shape):
+        if "L" in layout:
+            return None
+        dims = tuple(d for a, d in zip(layout, shape) if a != "C")
+    elif len(shape) >= 3:
+        dims = tuple(shape[1:])
+    else:
+        return None
+    return dims or None
+
+
+def encoder_decoder(view: View, max_path: int = 3) -> UPlan | None:
+    """The U of an encoder-decoder drawing, or None when the view is not one.
+
+    On the longest drawn path from the input (the *spine*), a *skip* is a join whose other
+    input comes from an earlier spine node ``u`` (directly or through up to ``max_path``
+    off-spine nodes, such as an FPN's lateral 1x1 conv) of the join's spatial size, while the
+    spine between them goes to a smaller size and back up. Skips must nest (U-Net's levels,
+    an FPN's top-down path); with skips at two or more sizes, the spine turns at its smallest
+    size inside the innermost skip (where it leaves a top-level module if it does there, such
+    as U-Net's bottleneck or an FPN's body, else at the last smallest node): the encoder runs
+    down to the turn, the decoder (the turn's successor and everything after it) is drawn
+    flowing back up, and each skip level is one rank, so its edge is horizontal and crosses
+    no column. Residual sums and dense concatenations (no dip), ASPP (one size) and a single
+    low-level skip are not a U."""
+    g = view.g
+    nodes = view.drawn_nodes()
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    pred: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in view.edges:
+        succ[a].append(b)
+        pred[b].append(a)
+    # longest path from the input, in a topological order
+    indeg = {n: len(pred[n]) for n in nodes}
+    ready = [n for n in nodes if indeg[n] == 0]
+    order = []
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for m in succ[n]:
+            indeg[m] -= 1
+            if indeg[m] == 0:
+                ready.append(m)
+    dist, back = {"input": 0}, {}
+    for n in order:
+        if n in dist:
+            for m in succ[n]:
+                if dist.get(m, -1) < dist[n] + 1:
+                    dist[m], back[m] = dist[n] + 1, n
+    ends = [o for o in view.output_ids if o in dist]
+    if not ends:
+        return None
+    spine = [max(ends, key=lambda o: dist[o])]
+    while spine[-1] in back:
+        spine.append(back[spine[-1]])
+    spine.reverse()
+    pos = {n: i for i, n in enumerate(spine)}
+    space = {n: _spatial(g.nodes[view.tensor[n]]) if n in view.tensor else None for n in nodes}
+    size = {n: math.prod(d) if d else None for n, d in space.items()}
+
+    found = []   # (p, q, path): spine[p] -> path... -> spine[q]
+    for q, j in enumerate(spine):
+        if space[j] is None:
+            continue
+        for a in pred[j]:
+            if q == 0 or a == spine[q - 1]:
+                continue
+            path, x = [], a
+            while x not in pos and len(path) < max_path and len(pred[x]) == 1:
+                path.append(x)
+                x = pred[x][0]
+            if x not in pos or pos[x] >= q - 1 or space[x] != space[j]:
+                continue
+            between = [size[c] for c in spine[pos[x] + 1:q] if size[c] is not None]
+            if between and min(between) < size[j]:
+                found.append((pos[x], q, path[::-1]))
+                break
+    found.sort()
+    skips = []
+    for p, q, path in found:          # keep the ones that nest, outermost first
+        if not skips or (p > skips[-1][0] and q < skips[-1][1]):
+            skips.append((p, q, path))
+    if len({space[spine[q]] for _p, q, _path in skips}) < 2:
+        return None
+    lo, hi = skips[-1][0], skips[-1][1]
+    inner = [i for i in range(lo + 1, hi) if size[spine[i]] is not None]
+    if not inner:
+        return None
+    smallest = min(size[spine[i]] for i in inner)
+    bottom = [i for i in inner if size[spine[i]] == smallest]
+    # turn where the spine leaves a top-level module (U-Net's bottleneck, an FPN's body), else last
+    top = {}
+    for k, it in enumerate(view.items):
+        for c, _ in view.walk([it]):
+            top[c.id] = k
+    leaving = [i for i in bottom if top.get(spine[i]) != top.get(spine[i + 1])]
+    t = (leaving or bottom)[-1]
+    up, todo = set(), [spine[t + 1]]
+    while todo:
+        n = todo.pop()
+        if n not in up:
+            up.add(n)
+            todo.extend(succ[n])
+    groups = [[spine[t], spine[t + 1]]]
+    kept = []
+    for p, q, path in skips:
+        if any(x in up for x in path):
+            continue
+        kept.append((spine[p], spine[q]))
+        groups.append([spine[p], *path, spine[q]])
+    flat = {(a, b) for grp in groups for a, b in zip(grp, grp[1:]) if (a, b) in view.edges}
+    merged: list[list[str]] = []     # groups sharing a node are one rank
+    for grp in groups:
+        hit = [m for m in merged if set(m) & set(grp)]
+        new = [n for m in hit for n in m] + [n for n in grp if not any(n in m for m in hit)]
+        merged = [m for m in merged if m not in hit] + [new]
+    groups = merged
+    return UPlan(kept, up, groups, flat)
+
+
 # ------------------------------------------------------------------ labels
 
 
@@ -588,6 +766,7 @@ def diagram(g: Graph, depth: int | None = None, expand=(), fold: bool = True, ra
     if columns is not None and columns < 1:
         raise DrawError(f"columns must be 1 or more, got {columns}")
     view = build_view(g, depth, expand, fold, max_nodes)
+    view.u_plan = encoder_decoder(view) if columns is None else None
     return _emit(view, rankdir, columns), view
 
 
@@ -595,12 +774,15 @@ def _emit(view: View, rankdir: str, columns: int | None) -> graphviz.Digraph:
     g, tree = view.g, view.tree
     nodes = view.drawn_nodes()
     rank = _ranks(nodes, view.edges)
-    cuts = _bands(view, rank, rankdir, columns)
+    plan = view.u_plan
+    cuts = [] if plan is not None else _bands(view, rank, rankdir, columns)
     band = {n: sum(1 for c in cuts if rank[n] > c) for n in nodes}
 
     dot = graphviz.Digraph(name=_tooltip(g.name))
     dot.attr("graph", rankdir=rankdir, fontname=FONT, fontsize="10", nodesep="0.2", ranksep="0.28",
              labelloc="t", labeljust="l", label=_legend(view), tooltip=_tooltip(g.name))
+    if plan is not None:   # one global ranking, so `rank=same` may tie nodes of different clusters
+        dot.attr("graph", newrank="true")
     dot.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize="11", margin="0.1,0.04",
              color="#666666", penwidth="0.8")
     dot.attr("edge", color="#555555", arrowsize="0.6", penwidth="0.9", fontname=FONT, fontsize="8")
@@ -631,11 +813,17 @@ def _emit(view: View, rankdir: str, columns: int | None) -> graphviz.Digraph:
             dot.node("input", _rows(("op", "input"), ("info", _html(fmt_shape(g.input_shape)))),
                      fillcolor=IO_COLOR, shape="box", style="rounded,filled,bold")
         emit(dot, view.items, b, 0)
-        if band["output"] == b:
-            rows = [("info", _html(f"{k}: {fmt_shape(g.nodes[i].shape)}" if k is not None
-                                   else fmt_shape(g.nodes[i].shape))) for k, i in output_items(g)]
-            dot.node("output", _rows(("op", "output"), *rows),
-                     fillcolor=IO_COLOR, shape="box", style="rounded,filled,bold")
+        for oid, key, nid in view.outputs:
+            if band[oid] != b:
+                continue
+            shape = _html(fmt_shape(g.nodes[nid].shape))
+            if key is None:
+                dot.node(oid, _rows(("op", "output"), ("info", shape)),
+                         fillcolor=IO_COLOR, shape="box", style="rounded,filled,bold")
+            else:
+                dot.node(oid, _rows(("path", "output"), ("op", _html(key)), ("info", shape)),
+                         fillcolor=IO_COLOR, shape="box", style="rounded,filled,bold",
+                         tooltip=_tooltip(f"output {key}"))
         first_band[b] = min((n for n in nodes if band[n] == b), key=lambda n: rank[n])
 
     for (a, b), tensor in view.edges.items():
@@ -647,11 +835,25 @@ def _emit(view: View, rankdir: str, columns: int | None) -> graphviz.Digraph:
             attrs.update(label=_tooltip(named), fontname=FONT, fontsize="9", fontcolor="#5b4a9e")
         if band[a] != band[b]:
             attrs.update(constraint="false", style="dashed", color="#8a8a8a")
+        if plan is not None:
+            if a in plan.up and b in plan.up:     # the decoder flows back up: drawn b <- a
+                dot.edge(b, a, dir="back", **attrs)
+                continue
+            if (a, b) in plan.flat:               # a skip level or the turn at the bottom
+                attrs.update(color="#5b4a9e", penwidth="1.2")
+            elif b in plan.up:                    # any other edge into the decoder side: no pull
+                attrs.update(constraint="false")
         dot.edge(a, b, **attrs)
     if cuts:   # keep the columns in order, side by side, starting at the top
         heads = [first_band[b] for b in range(len(cuts) + 1)]
         for h1, h2 in zip(heads, heads[1:]):
             dot.edge(h1, h2, style="invis", minlen="0", weight="10")
+    if plan is not None:   # each skip level (and the bottom) on one rank
+        for group in plan.groups:
+            with dot.subgraph() as same:
+                same.attr(rank="same")
+                for n in group:
+                    same.node(n)
     return dot
 
 
@@ -734,8 +936,15 @@ def _legend(view: View) -> str:
         keys.append((BLOCK_COLOR, "block (collapsed)", ""))
     if folds:
         keys.append((BLOCK_COLOR, "\u00d7 K: K identical blocks", ""))
+    outs = [(key, fmt_shape(g.nodes[nid].shape)) for _oid, key, nid in view.outputs]
+    if len(outs) == 1:
+        result = outs[0][1]
+    elif len(outs) <= 3:
+        result = ", ".join(f"{key} {shape}" for key, shape in outs)
+    else:
+        result = f"{len(outs)} outputs ({', '.join(str(key) for key, _ in outs)})"
     title = (f"<b>{_html(g.name)}</b>   input {_html(fmt_shape(g.input_shape))} \u2192 "
-             f"{_html(fmt_shape(g.output_shape))} \u00b7 {fmt_num(g.num_params)} params \u00b7 "
+             f"{_html(result)} \u00b7 {fmt_num(g.num_params)} params \u00b7 "
              f"{fmt_num(g.macs)} MACs")
     cells = "".join(f'<td bgcolor="{c}" border="1" color="#888888">{t}</td>' for c, t, _ in keys)
     return (f'<<table border="0" cellspacing="3" cellpadding="2">'
