@@ -273,7 +273,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fold", action="store_true", help="draw every repeated block instead of folding runs")
     p.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="data flows top-bottom or left-right")
     p.add_argument("--columns", type=int, metavar="N",
-                   help="wrap the chain into N columns (rows with LR); default: automatic, 1 never wraps")
+                   help="wrap the chain into N columns (rows with LR); default: automatic, encoder-decoders "
+                        "drawn as a U; any N draws the plain layout, 1 never wraps")
     p.add_argument("--dpi", type=int, metavar="N", help="resolution of --format png (Graphviz's default: 96)")
     p.set_defaults(func=cmd_draw)
     return parser
