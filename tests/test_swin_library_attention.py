@@ -3,8 +3,7 @@
 * swin_t and swin_v2_t built with ``library_attention = true`` against torchvision's swin_t() /
   swin_v2_t(): the same state_dict keys and shapes, strict load, exact parameter count, eval
   outputs **bit-identical** (``torch.equal``: the spec performs torchvision's operations in
-  torchvision's order), and with the same seed the same initial weights (v2: see
-  ``V2_REORDERED``).
+  torchvision's order), and with the same seed the same initial weights.
 * The blocks alone against torchvision's ShiftedWindowAttention / ShiftedWindowAttentionV2 and
   against archdsl's own ``shifted_window_attention`` op on small maps, over window, shift and
   size combinations (padding on one or both sides, a window covering the map along one or
@@ -34,12 +33,6 @@ LIB = ROOT / "specs" / "lib" / "swin_attention.arch"
 ODD = (3, 97, 131)
 SWIN_SPECS = ["swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"]
 
-# v2: the network's init loop (trunc_normal over every Linear, in module order) meets `proj` before
-# `cpb_mlp` in torchvision, after it here: `cpb_mlp` computes the position bias, which the attention
-# needs before `proj` is applied, and the language registers modules in the order the spec applies
-# them. The three weights of each block get the same random numbers, dealt in another order
-# (checked below); every other tensor is equal. Biases are zeros in both.
-V2_REORDERED = ("proj.weight", "cpb_mlp.0.weight", "cpb_mlp.2.weight")
 
 
 def _tv_swin():
@@ -121,16 +114,14 @@ def test_network_layout_and_parameters(pair):
     assert [n.op for n in spec.ir.ops()].count("shifted_window_attention") == 0
     assert set(ours_init) == set(ref_init)
     assert {k: v.shape for k, v in ours_init.items()} == {k: v.shape for k, v in ref_init.items()}
-    # within each attention module the tensors are listed as torchvision lists them (parameters,
-    # then buffers, then submodules), except v2's submodule order (see V2_REORDERED)
+    # within each attention module the tensors are listed as torchvision lists them (parameters, then
+    # buffers, then submodules in torchvision's __init__ order: v2's cpb_mlp, applied before proj, is
+    # registered after it)
     for prefix in sorted({k.split(".attn.")[0] for k in ref_init if ".attn." in k}):
-        mine = [k for k in ours_init if k.startswith(prefix + ".attn.")]
-        theirs = [k for k in ref_init if k.startswith(prefix + ".attn.")]
-        if name.startswith("swin_v2"):
-            assert mine == [k for k in theirs if "cpb_mlp" not in k and "proj." not in k] + \
-                [k for k in theirs if "cpb_mlp" in k] + [k for k in theirs if "proj." in k]
-        else:
-            assert mine == theirs
+        assert [k for k in ours_init if k.startswith(prefix + ".attn.")] == \
+            [k for k in ref_init if k.startswith(prefix + ".attn.")]
+    assert [n for n, _ in ours.named_modules() if ".attn." in n] == \
+        [n for n, _ in ref.named_modules() if ".attn." in n]
     # the mask is a non-persistent buffer: in the module, not in the state_dict
     assert any(k.endswith("attn.attn_mask") for k, _ in ours.named_buffers())
     n_ref = sum(p.numel() for p in ref.parameters())
@@ -154,21 +145,9 @@ def test_network_outputs_bit_identical(pair):
 
 
 def test_network_initial_weights(pair):
-    """With the same seed, the initial weights are torchvision's, tensor by tensor (v2: all but the
-    V2_REORDERED weights, which hold the same random numbers in another order)."""
-    name, _, _, _, ours_init, ref_init = pair
-    differing = sorted(k for k in ref_init if not torch.equal(ours_init[k], ref_init[k]))
-    if name.startswith("swin_v2"):
-        blocks = sorted({k.split(".attn.")[0] for k in ref_init if ".attn." in k})
-        assert set(differing) <= {f"{b}.attn.{t}" for b in blocks for t in V2_REORDERED}
-        for b in blocks:
-            # the network's init draws qkv, proj, cpb_mlp.0, cpb_mlp.2 in torchvision and
-            # qkv, cpb_mlp.0, cpb_mlp.2, proj here: the same stream of numbers
-            theirs = torch.cat([ref_init[f"{b}.attn.{t}"].flatten() for t in V2_REORDERED])
-            mine = torch.cat([ours_init[f"{b}.attn.{t}"].flatten() for t in V2_REORDERED[1:] + V2_REORDERED[:1]])
-            assert torch.equal(mine, theirs)
-    else:
-        assert differing == []
+    """With the same seed, the initial weights are torchvision's, tensor by tensor."""
+    _, _, _, _, ours_init, ref_init = pair
+    assert [k for k in ref_init if not torch.equal(ours_init[k], ref_init[k])] == []
 
 
 # ---------------------------------------------------------------- the blocks against torchvision's modules
@@ -195,15 +174,10 @@ def test_block_matches_torchvision_module(shape, heads, window, shift, v2):
     ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
     assert set(ours_sd) == set(ref_sd)
     differing = {k for k in ref_sd if not torch.equal(ours_sd[k], ref_sd[k])}
-    if v2:
-        # the buffers and logit_scale are torchvision's; the random weights come in another order
-        # (cpb_mlp is created before proj, V2_REORDERED), and torchvision's constructor zeroes the
-        # k third of qkv.bias, which init rules (acting on whole tensors) cannot do
-        assert differing <= {"qkv.bias", "proj.weight", "proj.bias", "cpb_mlp.0.weight", "cpb_mlp.0.bias",
-                             "cpb_mlp.2.weight"}
-        assert torch.equal(ours_sd["qkv.weight"], ref_sd["qkv.weight"])
-    else:
-        assert differing == set()
+    assert list(ours_sd) == list(ref_sd)
+    # v2: torchvision's constructor zeroes the k third of qkv.bias, which init rules (acting on whole
+    # tensors) cannot do; every other tensor is torchvision's
+    assert differing == ({"qkv.bias"} if v2 else set())
     ours.load_state_dict(ref_sd, strict=True)
     ours.eval()
     ref.eval()
