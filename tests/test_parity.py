@@ -25,7 +25,7 @@ PARITY = [n for n in SPEC_NAMES if n in TV_MODELS and n not in META_ONLY]
 ODD = (3, 97, 131)
 # torchvision's ViT asserts its image size (the position embedding fixes the token count), so
 # these run the odd-input test at their declared size, with batch 2.
-FIXED_SIZE = {"vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32"}
+FIXED_SIZE = {"vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "maxvit_t"}
 
 
 def test_every_family_has_parity_cases():

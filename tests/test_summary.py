@@ -79,7 +79,7 @@ def test_totals_match_built_model(name):
 def test_costs_at_another_input_size(name):
     """`--input 3x320x320` gives the figures torch measures at that size (clips: 320x320 frames)."""
     declared = _load(name).input_shape
-    side = 322 if name == "vit_h_14" else 320  # ViT sides are multiples of the patch (14 here)
+    side = 322 if name == "vit_h_14" else 448 if name == "maxvit_t" else 320  # ViT sides are multiples of the patch (14 here)
     shape = (3, side, side) if len(declared) == 3 else (*declared[:-2], side, side)
     spec = _load(name, input_shape=shape)
     t = spec.summary().totals
