@@ -37,8 +37,13 @@ FAMILIES = [
              "decoder concatenation is one horizontal level, and the resizes show where sizes differ"),
     ("yolo_v1", "YOLO v1: a deep conv stack and a detection head"),
     ("swin_t", "Swin-T: patch embedding, stages of shifted-window attention blocks and patch merging"),
+    ("maxvit_t", "MaxViT-T: MBConv, then block (window) and grid attention in every layer"),
     ("r3d_18", "R3D-18: a video ResNet, 3-D convolutions on C x T x H x W clips"),
     ("s3d", "S3D: separable 3-D convolutions (spatial, then temporal) in Inception-style video modules"),
+    ("swin3d_t", "Swin3D-T: shifted-window attention over 3-D windows of a T x H x W x C clip, patch merging "
+                 "per frame"),
+    ("mvit_v2_s", "MViT-v2-S: multiscale blocks whose attention pools queries, keys and values; the skip "
+                  "path max-pooled"),
     ("googlenet_aux", "GoogLeNet with its auxiliary classifiers: the tuple result (logits, aux2, aux1) drawn "
                       "as one output node per position"),
     ("fcn_resnet50_aux", "FCN-ResNet50 with the auxiliary head: a dilated ResNet trunk, the FCN head on "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..memo import by_identity
 from ..syntax import ast
 
 
@@ -129,14 +130,19 @@ def type_name(v) -> str:
 TYPE_NAMES = ("int", "float", "bool", "str", "list", "dict", "block", "op", "any")
 
 
+@by_identity
 def contains_tensor(v) -> bool:
-    """Whether a value is a tensor or a list / dict holding one."""
+    """Whether a value is a tensor or a list / dict holding one (once per large list object)."""
+    return _contains_tensor(v)
+
+
+def _contains_tensor(v) -> bool:
     if isinstance(v, TensorValue):
         return True
     if isinstance(v, tuple):
-        return any(contains_tensor(x) for x in v)
+        return any(_contains_tensor(x) for x in v)
     if isinstance(v, dict):
-        return any(contains_tensor(x) for x in v.values())
+        return any(_contains_tensor(x) for x in v.values())
     return False
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+from ..memo import by_identity
+
 from .registry import (BATCH, BOOL, FLOAT, GLOBAL, INT, INT64_LIMIT, INT_LIST, NON_NEGATIVE, OPT_FLOAT, OPT_INT,
                        POINTWISE, POS_INT, POSITIVE, PROB, UNDEFINED, Arg, ArgType, ArgTypeError, Op, ShapeError,
                        broadcast, choice, fmt_shape, is_batch, register)
@@ -420,11 +422,12 @@ class Index(Op):
             raise ShapeError("`index` needs integer indices, from a `buffer` of int64 values",
                              "not an integer tensor")
         if idx.op == "buffer":
-            values = list(_flat(idx.attrs["values"]))
             shape = ((BATCH,) + tuple(x.shape)) if x.batched else tuple(x.shape)
             size = shape[self._dim(a, shape)]
-            bad = [v for v in values if not 0 <= v < size]
-            if bad:
+            low, high = _extent(idx.attrs["values"])
+            if low < 0 or high >= size:
+                values = list(_flat(idx.attrs["values"]))
+                bad = [v for v in values if not 0 <= v < size]
                 raise ShapeError(f"`index`: index {bad[0]} is out of range for a dim of size {size}",
                                  f"indices reach {max(values) if bad[0] >= 0 else min(values)}, the dim has {size}",
                                  help="indices count from 0 (torch's index_select takes no negative ones)"
@@ -453,6 +456,19 @@ def _flat(v):
             yield from _flat(x)
     else:
         yield v
+
+
+@by_identity
+def _extent(v) -> tuple:
+    """The smallest and largest number of a (nested) list of numbers."""
+    values = list(_flat(v))
+    return min(values), max(values)
+
+
+@by_identity
+def _leaf_types(v) -> frozenset:
+    """The types of the numbers in a (nested) list."""
+    return frozenset(type(x) for x in _flat(v))
 
 
 @register
@@ -771,24 +787,33 @@ class Parameter(Op):
         return "parameter " + fmt_shape(a["shape"])
 
 
-def _nested_values(v):
+def _nested_values_of(v):
     if isinstance(v, (list, tuple)):
         if not v:
             raise ArgTypeError("a non-empty (nested) list of numbers")
-        return tuple(_nested_values(x) for x in v)
+        return tuple(_nested_values_of(x) for x in v)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ArgTypeError("a (nested) list of numbers")
     return v
 
 
+#: a (nested) list of numbers, converted once per value object (the same table is often given to many blocks)
+_nested_values = by_identity(_nested_values_of)
+
+
 VALUES = ArgType("number or nested list of numbers", _nested_values)
 
 
+@by_identity
 def values_shape(v) -> tuple[int, ...]:
     """The shape of a rectangular nested list (ShapeError if ragged)."""
+    return _values_shape(v)
+
+
+def _values_shape(v) -> tuple[int, ...]:
     if not isinstance(v, tuple):
         return ()
-    inner = {values_shape(x) for x in v}
+    inner = {_values_shape(x) for x in v}
     if len(inner) != 1:
         raise ShapeError("`buffer` values are not rectangular: rows of different lengths", "ragged list",
                          arg="values")
@@ -817,10 +842,10 @@ class Buffer(Op):
     def dtype(self, a) -> str:
         if a["dtype"] != "auto":
             return a["dtype"]
-        return "int64" if all(isinstance(v, int) for v in _flat(a["values"])) else "float32"
+        return "int64" if _leaf_types(a["values"]) <= {int} else "float32"
 
     def infer(self, a, ins):
-        if self.dtype(a) == "int64" and any(isinstance(v, float) for v in _flat(a["values"])):
+        if self.dtype(a) == "int64" and float in _leaf_types(a["values"]):
             raise ShapeError("an int64 `buffer` takes integer values, got a float", "a float value", arg="values",
                              help='leave `dtype` out (floats give float32) or write the values as integers')
         return values_shape(a["values"])

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable, ClassVar
 
+from ..memo import by_identity
+
 Shape = tuple[int, ...]
 
 REQUIRED = object()
@@ -295,22 +297,28 @@ class Arg:
 
     def check_numbers(self, value) -> tuple[Any, str] | None:
         """The first number in a converted value that is out of range, and what it must be; None if all fit."""
-        r = self.bounds
-        for v in _numbers(value):
-            if isinstance(v, float):
-                if math.isnan(v):
-                    return v, "a number other than NaN" if self.nonfinite else "a finite number"
-                if math.isinf(v):
-                    if not self.nonfinite:
-                        return v, "a finite number"
-                    continue
-                if abs(v) > MAX_FLOAT:
-                    return v, "a number within float32's range (magnitude at most 3.4e38)"
-            elif abs(v) >= self.int_limit:
-                return v, f"below 2**{self.int_limit.bit_length() - 1} in magnitude"
-            if r is not None and v not in r:
-                return v, r.text
-        return None
+        return _first_out_of_range(value, self)
+
+
+@by_identity
+def _first_out_of_range(value, arg: Arg) -> tuple[Any, str] | None:
+    """:meth:`Arg.check_numbers`, once per value object and argument."""
+    r = arg.bounds
+    for v in _numbers(value):
+        if isinstance(v, float):
+            if math.isnan(v):
+                return v, "a number other than NaN" if arg.nonfinite else "a finite number"
+            if math.isinf(v):
+                if not arg.nonfinite:
+                    return v, "a finite number"
+                continue
+            if abs(v) > MAX_FLOAT:
+                return v, "a number within float32's range (magnitude at most 3.4e38)"
+        elif abs(v) >= arg.int_limit:
+            return v, f"below 2**{arg.int_limit.bit_length() - 1} in magnitude"
+        if r is not None and v not in r:
+            return v, r.text
+    return None
 
 
 def _numbers(v):
