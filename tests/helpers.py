@@ -28,6 +28,16 @@ def module_shapes(spec, model, x):
     return got, expected, result
 
 
+def assert_meta_shapes(spec, model=None):
+    """Every module's output shape from torch's meta kernels (batch 1, the declared input) is the checker's,
+    and so is the result's; returns the meta result. ``model`` defaults to the spec built on meta."""
+    model = spec.build(device="meta").eval() if model is None else model
+    got, expected, result = module_shapes(spec, model, torch.empty(1, *spec.input_shape, device="meta"))
+    assert tuple(result.shape[1:]) == spec.output_shape
+    assert got == expected
+    return result
+
+
 def assert_same_outputs_and_shapes(spec, ours, ref, x):
     """Eval outputs equal within float32 rounding; every module's real output shape is the checker's."""
     shapes, expected, got = module_shapes(spec, ours, x)

@@ -205,21 +205,7 @@ def test_joins_gates_long_skips_and_containers(at_root):
     mul = [k for k, n in ((f"n{n.id}", n) for n in se.ir.ops()) if n.op == "mul"]
     assert len(mul) == 1 and sum(1 for a, b in view.edges if b == mul[0]) == 2
 
-    unet = archdsl.load_spec("""
-    model tiny_unet input 1x32x32 {
-        for i, f in enumerate([8, 16]) {
-            "downs.{i}": seq { conv2d(f, 3, padding = 1); relu() }
-            tap "skip{i}"
-            "pools.{i}": maxpool2d(2)
-        }
-        bottom: conv2d(32, 3, padding = 1)
-        for i, f in enumerate([16, 8]) {
-            "ups.{i}": conv_transpose2d(f, 2, stride = 2)
-            concat(dim = 1) { from "skip{1 - i}"; pass }
-            "dec.{i}": seq { conv2d(f, 3, padding = 1); relu() }
-        }
-        head: conv2d(2, 1)
-    }""")
+    unet = archdsl.load_spec(TINY_UNET)
     dot, view = diagram(unet.ir, depth=0)
     clusters = " ".join(cluster_labels(diagram(unet.ir, depth=1)[0]))
     assert "downs.0" in clusters and not re.search(r"\bdowns\b(?!\.)", clusters)   # containers are not boxes

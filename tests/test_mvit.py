@@ -19,10 +19,9 @@ import pytest
 import torch
 
 import archdsl
-from archdsl.ops import get_op
 
 from .conftest import ROOT
-from .helpers import assert_same_outputs_and_shapes, perturb_zeros
+from .helpers import assert_meta_shapes, assert_same_outputs_and_shapes, perturb_zeros
 
 WEIGHTS = {"mvit_v1_b": "MViT_V1_B_Weights", "mvit_v2_s": "MViT_V2_S_Weights"}
 #: model -> (batch, clip) for the real forward comparison; v2's relative position tables need a
@@ -44,21 +43,6 @@ def _reference(tv, name, clip=None):
     if clip is not None:
         kw.update(temporal_size=clip[1], spatial_size=(clip[2], clip[3]))
     return mvit.MViT(**{"rel_pos_embed": False, "proj_after_attn": False, **kw})
-
-
-def _meta_shapes(spec, model):
-    """(every IR module's output shape from torch's meta kernels, the checker's, the output shape)."""
-    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None and not get_op(n.op).direct_param}
-    shapes, hooks = {}, []
-    for path, module in model.named_modules():
-        if path in expected:
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, path=path: shapes.__setitem__(path, tuple(o.shape[1:]))))
-    with torch.no_grad():
-        y = model(torch.empty(1, *spec.input_shape, device="meta"))
-    for h in hooks:
-        h.remove()
-    return shapes, expected, tuple(y.shape[1:])
 
 
 @pytest.mark.parametrize("name", list(WEIGHTS))
@@ -93,9 +77,8 @@ def test_mvit_at_the_default_input_on_meta(name, tv):
     assert [(n, c) for n, c, rc in held if c != rc] == []
     assert [n for n, _ in ours.named_buffers()] == ([] if name == "mvit_v1_b" else
         [f"blocks.{i}.attn.dist_{a}" for i in range(16) for a in "thw"])   # non-persistent
-    shapes, expected, out = _meta_shapes(spec, ours)
-    assert shapes == expected
-    assert out == ref_out == spec.output_shape == (400,)
+    out = assert_meta_shapes(spec, ours)
+    assert tuple(out.shape[1:]) == ref_out == spec.output_shape == (400,)
 
 
 @pytest.mark.parametrize("name", list(WEIGHTS))

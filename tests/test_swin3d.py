@@ -26,11 +26,10 @@ import pytest
 import torch
 
 import archdsl
-from archdsl.ops import get_op
 from archdsl.testing import torchvision_model
 
 from .conftest import ROOT
-from .helpers import module_shapes, perturb_zeros
+from .helpers import assert_meta_shapes, module_shapes, perturb_zeros
 
 LIB = ROOT / "specs" / "lib" / "swin3d.arch"
 VARIANTS = ["swin3d_t", "swin3d_s", "swin3d_b"]
@@ -127,19 +126,7 @@ def test_outputs_at_an_odd_clip(pair):
 def test_default_input_shapes_and_macs(name, tv):
     spec = _load(name)
     assert spec.input_shape == (3, 16, 224, 224) and spec.output_shape == (400,)
-    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None and not get_op(n.op).direct_param}
-    shapes, hooks = {}, []
-    model = spec.build(device="meta").eval()
-    for path, module in model.named_modules():
-        if path in expected:
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, path=path: shapes.__setitem__(path, tuple(o.shape[1:]))))
-    with torch.no_grad():
-        y = model(torch.empty(1, *spec.input_shape, device="meta"))
-    for h in hooks:
-        h.remove()
-    assert tuple(y.shape[1:]) == spec.output_shape
-    assert shapes == expected
+    assert_meta_shapes(spec)
     with torch.device("meta"):
         ref = torchvision_model(name).eval()
         assert tuple(ref(torch.empty(1, *spec.input_shape)).shape[1:]) == spec.output_shape

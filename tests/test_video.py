@@ -14,11 +14,10 @@ import pytest
 import torch
 
 import archdsl
-from archdsl.ops import get_op
 from archdsl.testing import torchvision_model
 
 from .conftest import ROOT
-from .helpers import assert_same_outputs_and_shapes, perturb_zeros
+from .helpers import assert_meta_shapes, assert_same_outputs_and_shapes, perturb_zeros
 
 #: model -> inputs (batch, shape) for the real forward comparisons
 CASES = {
@@ -33,23 +32,6 @@ WEIGHTS = {"r3d_18": "R3D_18_Weights", "mc3_18": "MC3_18_Weights", "r2plus1d_18"
 
 def _load(name, **kw):
     return archdsl.load_spec(ROOT / "specs" / f"{name}.arch", **kw)
-
-
-def _assert_meta_shapes(spec):
-    """Every module's output shape, from torch's meta kernels on the built model, is the checker's."""
-    expected = {n.path: n.shape for n in spec.ir.ops() if n.path is not None and not get_op(n.op).direct_param}
-    shapes, hooks = {}, []
-    model = spec.build(device="meta").eval()
-    for path, module in model.named_modules():
-        if path in expected:
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, path=path: shapes.__setitem__(path, tuple(o.shape[1:]))))
-    with torch.no_grad():
-        y = model(torch.empty(1, *spec.input_shape, device="meta"))
-    for h in hooks:
-        h.remove()
-    assert tuple(y.shape[1:]) == spec.output_shape
-    assert shapes == expected
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -80,7 +62,7 @@ def test_video_parity_with_torchvision(name, tv):
 def test_video_shapes_at_the_default_input(name, tv):
     spec = _load(name)
     assert spec.input_shape == ((3, 16, 224, 224) if name == "s3d" else (3, 16, 112, 112))
-    _assert_meta_shapes(spec)
+    assert_meta_shapes(spec)
     with torch.device("meta"):
         ref = torchvision_model(name).eval()
         assert tuple(ref(torch.empty(1, *spec.input_shape)).shape[1:]) == spec.output_shape == (400,)
