@@ -481,3 +481,15 @@ def test_a_one_entry_result_keeps_its_structure(ret, kind):
     spec = archdsl.load_spec("model m input 3x8x8 { conv2d(4, 1); %s }" % ret)
     y = spec.build()(torch.randn(1, 3, 8, 8))
     assert isinstance(y, kind)
+
+
+def test_a_too_long_literal_inside_a_label_template_is_located_at_the_template():
+    """Found by the fuzzer (seed 2024, case 690): a 151-digit number in `"denseblock{i + 1...}"` raised
+    lark's VisitError (a traceback) from the template's expression parser."""
+    text = 'model m input 3x8x8 {\n    for i in range(2) {\n        "b{i + ' + "1" * 151 + '}": conv2d(4, 1)\n    }\n}'
+    for trusted in (True, False):
+        with pytest.raises(SpecError) as e:
+            archdsl.load_spec(text, trusted=trusted)
+        d = e.value.diagnostics[0]
+        assert "integer literal of 151 digits is too long" in d.message
+        assert (d.span.line, d.span.column) == (3, 12)     # the template's expression

@@ -6,6 +6,8 @@ names, in words, what was expected at that point.
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import re
 import threading
@@ -593,8 +595,8 @@ def parse(text: str, name: str = "<string>") -> ast.Module:
         raise SpecError(reserved)
     try:
         return _ToAst(source).transform(tree)
-    except VisitError as err:  # pragma: no cover - a transformer bug, not a user error
-        raise err.orig_exc
+    except VisitError as err:  # a located error from a literal (too many digits), or a transformer bug
+        raise err.orig_exc from None
 
 
 def parse_expression(text: str, span: Span) -> ast.Expr:
@@ -606,7 +608,18 @@ def parse_expression(text: str, span: Span) -> ast.Expr:
     except UnexpectedInput as err:
         raise SpecError([Diagnostic(f"invalid expression `{text}`", span,
                                     f"expected {expected_words(expected_terminals(err))}")]) from None
-    module = _ToAst(source).transform(tree)
+    too_deep = _too_deep(tree, source)
+    try:
+        if too_deep is not None:
+            raise SpecError([too_deep])
+        module = _ToAst(source).transform(tree)
+    except (VisitError, SpecError) as err:
+        # errors located in the wrapped text (a literal with too many digits, too deep a nesting):
+        # point at the template or value the expression came from
+        found = err.orig_exc if isinstance(err, VisitError) else err
+        if not isinstance(found, SpecError):
+            raise found from None
+        raise SpecError([dataclasses.replace(d, span=span) for d in found.diagnostics]) from None
     if len(module.items) != 1 or not isinstance(module.items[0], ast.Let):
         raise SpecError([Diagnostic(f"invalid expression `{text}`", span)])
     return _respan(module.items[0].value, span)
