@@ -48,6 +48,13 @@ def assert_same_outputs_and_shapes(spec, ours, ref, x):
     assert shapes == expected
 
 
+def assert_registered_like(ours, ref) -> None:
+    """The state_dict keys and the parameter names in the reference's order, so that its checkpoints,
+    and optimizer states (which follow ``parameters()``), transfer as they are."""
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
+
+
 def perturb_zeros(ref) -> None:
     """Give parameters that start at zero (ViT's classifier, biases) random values, so that equal
     outputs are not equal zeros (torchvision's ViT head is zero at init: every output would be 0)."""

@@ -32,7 +32,7 @@ import archdsl
 from archdsl.testing import TORCHVISION_LAYOUTS
 
 from .conftest import ROOT
-from .helpers import module_shapes, torchvision_reference
+from .helpers import assert_registered_like, module_shapes, torchvision_reference
 
 KEYS = {"resnet50_fpn": ["0", "1", "2", "3", "pool"], "mobilenet_v3_large_fpn": ["0", "1", "pool"]}
 NAMES = list(KEYS)
@@ -95,7 +95,7 @@ def test_matches_torchvision(name, tv):
     torch.manual_seed(0)
     ref = torchvision_reference(name, drop_classifier_draws=True)
     ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
-    assert list(ours_sd) == list(ref_sd)
+    assert_registered_like(ours, ref)
     assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
 
     _perturb(ref)

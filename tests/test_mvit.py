@@ -56,6 +56,7 @@ def test_mvit_at_the_default_input_on_meta(name, tv):
         ref_out = tuple(ref(torch.empty(1, *spec.input_shape)).shape[1:])
     assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == \
         [(k, tuple(v.shape)) for k, v in ref.state_dict().items()]
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
     # the module trees differ only where specs/lib/mvit.arch says: torchvision applies `stochastic_depth`
     # twice (here a second, parameterless `stochastic_depth_mlp`), and its MLP class (a subclass of

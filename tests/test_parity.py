@@ -8,6 +8,8 @@ the same seed the initial weights are bit-identical.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -15,7 +17,7 @@ import archdsl
 from archdsl.testing import import_torchvision, torchvision_model
 
 from .conftest import ROOT, SPEC_NAMES
-from .helpers import assert_same_outputs_and_shapes, perturb_zeros
+from .helpers import assert_registered_like, assert_same_outputs_and_shapes, perturb_zeros
 
 TV_MODELS = set(import_torchvision().models.list_models(module=import_torchvision().models))
 #: too large for a CPU parity run at the declared input (vit_h_14: 632M parameters, ~35 s just to
@@ -61,7 +63,7 @@ def check_default_input(name, tv):
 
     ref_sd = ref.state_dict()
     ours_sd = ours.state_dict()
-    assert list(ours_sd) == list(ref_sd)                 # torchvision's order (its __init__ order)
+    assert_registered_like(ours, ref)                    # torchvision's order (its __init__ order)
     # same seed, same initial weights, bit for bit
     differing = [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])]
     assert differing == []
@@ -116,3 +118,37 @@ def test_parity_with_attention_written_in_the_language(name, tv):
     assert_same_outputs_and_shapes(spec, ours, ref, torch.randn(2, *spec.input_shape))
     op_form = archdsl.load_spec(ROOT / "specs" / f"{name}.arch")
     assert op_form.ir.macs == spec.ir.macs  # the library block counts what the op counts
+
+
+@pytest.mark.parametrize("name", ["swin_t", "swin_v2_t"])
+def test_optimizer_state_transfers_from_torchvision(name, tv):
+    """An optimizer state saved while training torchvision's model resumes on ours: it is keyed by the
+    position in parameters(), so the order must be torchvision's (Swin's post-norm blocks and patch
+    merging were registered in data-flow order before `register`, and Adam's step then failed)."""
+    shape = (3, 64, 64)
+    spec = archdsl.load_spec(ROOT / "specs" / f"{name}.arch", input_shape=shape, num_classes=10)
+    torch.manual_seed(0)
+    ref = torchvision_model(name)
+    ref.head = torch.nn.Linear(ref.head.in_features, 10)
+    ours = spec.build()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.eval()                                          # no stochastic depth: the same gradients
+    ref.eval()
+    torch.manual_seed(1)
+    x, y = torch.randn(2, *shape), torch.tensor([3, 7])
+
+    def step(model, opt):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    step(ref, ref_opt)                                   # torchvision's model trains a step ...
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours_opt = torch.optim.Adam(ours.parameters(), lr=1e-3)
+    ours_opt.load_state_dict(copy.deepcopy(ref_opt.state_dict()))   # ... and ours resumes from its checkpoint
+    step(ref, ref_opt)
+    step(ours, ours_opt)
+    for (n, p), (m, q) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert n == m
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

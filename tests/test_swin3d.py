@@ -76,6 +76,7 @@ def pair(request):
 def test_layout_init_and_parameters(pair, tv):
     name, spec, ours, ref, ours_init, ref_init = pair
     assert list(ours_init) == list(ref_init)            # torchvision's order (`register` in PatchMerging3d)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
     assert {k: v.shape for k, v in ours_init.items()} == {k: v.shape for k, v in ref_init.items()}
     assert {k: v.dtype for k, v in ours_init.items()} == {k: v.dtype for k, v in ref_init.items()}
     # same seed, same weights (the relative_position_index buffers included)

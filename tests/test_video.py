@@ -17,7 +17,7 @@ import archdsl
 from archdsl.testing import torchvision_model
 
 from .conftest import ROOT
-from .helpers import assert_meta_shapes, assert_same_outputs_and_shapes, perturb_zeros
+from .helpers import assert_meta_shapes, assert_registered_like, assert_same_outputs_and_shapes, perturb_zeros
 
 #: model -> inputs (batch, shape) for the real forward comparisons
 CASES = {
@@ -43,7 +43,7 @@ def test_video_parity_with_torchvision(name, tv):
     ref = torchvision_model(name)
 
     ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
-    assert list(ours_sd) == list(ref_sd)
+    assert_registered_like(ours, ref)
     assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []   # same seed, same weights
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
     assert spec.num_params == getattr(tv.models.video, WEIGHTS[name]).DEFAULT.meta["num_params"]

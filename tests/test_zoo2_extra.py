@@ -27,6 +27,7 @@ from archdsl.ops import get_op
 from archdsl.testing import torchvision_model
 
 from .conftest import ROOT
+from .helpers import assert_registered_like
 from .test_parity import META_ONLY, PARITY
 
 
@@ -161,7 +162,7 @@ def test_aux_layout_parity(name, tv):
     torch.manual_seed(0)
     ref = torchvision_model(name)
     ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
-    assert list(ours_sd) == list(ref_sd)
+    assert_registered_like(ours, ref)
     assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
     assert spec.num_params == _load(name).num_params
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
