@@ -55,7 +55,6 @@ def by_identity(fn):
                 _CACHE.popitem(last=False)
         return result
 
-    remembered.uncached = fn
     return remembered
 
 

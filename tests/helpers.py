@@ -55,6 +55,32 @@ def assert_registered_like(ours, ref) -> None:
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
 
 
+def seeded_pair(spec, reference):
+    """(our model, the reference model), each built right after ``torch.manual_seed(0)``: ``reference()``
+    builds the reference."""
+    torch.manual_seed(0)
+    ours = spec.build()
+    torch.manual_seed(0)
+    return ours, reference()
+
+
+def assert_same_init(ours, ref) -> None:
+    """Registered like the reference (:func:`assert_registered_like`) and, built from the same seed, the
+    same initial tensors bit for bit."""
+    assert_registered_like(ours, ref)
+    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
+    assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
+
+
+def load_reference(ours, ref, perturb=None) -> None:
+    """Give the reference values that are not zeros (``perturb``, default :func:`perturb_zeros`), load them
+    into ours with strict=True, and put both in eval mode."""
+    (perturb or perturb_zeros)(ref)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.eval()
+    ref.eval()
+
+
 def perturb_zeros(ref) -> None:
     """Give parameters that start at zero (ViT's classifier, biases) random values, so that equal
     outputs are not equal zeros (torchvision's ViT head is zero at init: every output would be 0)."""

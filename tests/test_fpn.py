@@ -32,7 +32,7 @@ import archdsl
 from archdsl.testing import TORCHVISION_LAYOUTS
 
 from .conftest import ROOT
-from .helpers import assert_registered_like, module_shapes, torchvision_reference
+from .helpers import assert_same_init, load_reference, module_shapes, seeded_pair, torchvision_reference
 
 KEYS = {"resnet50_fpn": ["0", "1", "2", "3", "pool"], "mobilenet_v3_large_fpn": ["0", "1", "pool"]}
 NAMES = list(KEYS)
@@ -90,18 +90,10 @@ def _perturb(ref) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_torchvision(name, tv):
     spec = _load(name, ODD)
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = torchvision_reference(name, drop_classifier_draws=True)
-    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
-    assert_registered_like(ours, ref)
-    assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
+    ours, ref = seeded_pair(spec, lambda: torchvision_reference(name, drop_classifier_draws=True))
+    assert_same_init(ours, ref)
 
-    _perturb(ref)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    ours.eval()
-    ref.eval()
+    load_reference(ours, ref, _perturb)
     torch.manual_seed(1)
     x = torch.randn(2, *ODD)
     got, expected, result = module_shapes(spec, ours, x)
@@ -121,11 +113,9 @@ def test_matches_torchvision(name, tv):
                                        "MobileNetV3's classifier) before the FPN's init; a spec cannot build a "
                                        "module only for its random draws")
 def test_initial_weights_equal_plain_torchvision(tv):
-    spec = _load("mobilenet_v3_large_fpn", ODD)
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref_sd = torchvision_reference("mobilenet_v3_large_fpn").state_dict()
+    ours, ref = seeded_pair(_load("mobilenet_v3_large_fpn", ODD),
+                            lambda: torchvision_reference("mobilenet_v3_large_fpn"))
+    ref_sd = ref.state_dict()
     assert [k for k, v in ours.state_dict().items() if not torch.equal(v, ref_sd[k])] == []
 
 

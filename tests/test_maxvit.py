@@ -30,7 +30,7 @@ import archdsl
 from archdsl import SpecError
 
 from .conftest import ROOT
-from .helpers import assert_registered_like, module_shapes, perturb_zeros
+from .helpers import assert_same_init, load_reference, module_shapes, perturb_zeros, seeded_pair
 
 SPEC = ROOT / "specs" / "maxvit_t.arch"
 LIB = ROOT / "specs" / "lib" / "maxvit.arch"
@@ -64,18 +64,10 @@ def _valid_in_torchvision(tv, h, w) -> bool:
 def test_parity_at_an_odd_valid_size(tv):
     """3x221x221 (stem 111x111, blocks 56, 28, 14, 7) against MaxVit(input_size=(221, 221))."""
     spec = archdsl.load_spec(SPEC, input_shape=(3, 221, 221))
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = _reference(tv, 221)
-    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
-    assert_registered_like(ours, ref)
-    assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
+    ours, ref = seeded_pair(spec, lambda: _reference(tv, 221))
+    assert_same_init(ours, ref)
     assert spec.num_params == sum(p.numel() for p in ref.parameters()) == 30_919_624
-    perturb_zeros(ref)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    ours.eval()
-    ref.eval()
+    load_reference(ours, ref)
     torch.manual_seed(1)
     x = torch.randn(1, 3, 221, 221)
     shapes, expected, got = module_shapes(spec, ours, x)

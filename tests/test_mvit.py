@@ -21,7 +21,7 @@ import torch
 import archdsl
 
 from .conftest import ROOT
-from .helpers import assert_meta_shapes, assert_same_outputs_and_shapes, perturb_zeros
+from .helpers import assert_meta_shapes, assert_same_init, assert_same_outputs_and_shapes, load_reference, seeded_pair
 
 WEIGHTS = {"mvit_v1_b": "MViT_V1_B_Weights", "mvit_v2_s": "MViT_V2_S_Weights"}
 #: model -> (batch, clip) for the real forward comparison; v2's relative position tables need a
@@ -85,30 +85,18 @@ def test_mvit_at_the_default_input_on_meta(name, tv):
 @pytest.mark.parametrize("name", list(WEIGHTS))
 def test_mvit_initial_weights_match_torchvision(name, tv):
     """torchvision's creation order and init loop, draw for draw, at the default clip."""
-    spec = _load(name)
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = getattr(tv.models.video, name)()
-    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
-    assert list(ours_sd) == list(ref_sd)
-    assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
+    ours, ref = seeded_pair(_load(name), lambda: getattr(tv.models.video, name)())
+    assert_same_init(ours, ref)
 
 
 @pytest.mark.parametrize("name", list(WEIGHTS))
 def test_mvit_outputs_match_torchvision_at_a_small_clip(name, tv):
     batch, clip = SMALL[name]
     spec = _load(name, input_shape=clip)
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = _reference(tv, name, clip)
+    ours, ref = seeded_pair(spec, lambda: _reference(tv, name, clip))
     assert list(ours.state_dict()) == list(ref.state_dict())
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
-    perturb_zeros(ref)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    ours.eval()
-    ref.eval()
+    load_reference(ours, ref)
     torch.manual_seed(1)
     x = torch.randn(batch, *clip)
     assert_same_outputs_and_shapes(spec, ours, ref, x)

@@ -17,7 +17,7 @@ import archdsl
 from archdsl.testing import import_torchvision, torchvision_model
 
 from .conftest import ROOT, SPEC_NAMES
-from .helpers import assert_registered_like, assert_same_outputs_and_shapes, perturb_zeros
+from .helpers import assert_same_init, assert_same_outputs_and_shapes, load_reference, seeded_pair
 
 TV_MODELS = set(import_torchvision().models.list_models(module=import_torchvision().models))
 #: too large for a CPU parity run at the declared input (vit_h_14: 632M parameters, ~35 s just to
@@ -43,11 +43,7 @@ _PAIR: dict[str, tuple] = {}  # the last model pair built: the odd-input case re
 
 
 def _fresh_pair(name, tv, spec):
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = torchvision_model(name)
-    return ours, ref
+    return seeded_pair(spec, lambda: torchvision_model(name))
 
 
 @pytest.mark.parametrize("name,case", [(n, c) for n in PARITY for c in ("default", "odd")])
@@ -60,21 +56,12 @@ def check_default_input(name, tv):
     spec = archdsl.load_spec(ROOT / "specs" / f"{name}.arch")
     _PAIR.clear()
     ours, ref = _fresh_pair(name, tv, spec)
+    # torchvision's order (its __init__ order); same seed, same initial weights, bit for bit
+    assert_same_init(ours, ref)
 
-    ref_sd = ref.state_dict()
-    ours_sd = ours.state_dict()
-    assert_registered_like(ours, ref)                    # torchvision's order (its __init__ order)
-    # same seed, same initial weights, bit for bit
-    differing = [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])]
-    assert differing == []
-
-    perturb_zeros(ref)
-    ours.load_state_dict(ref.state_dict(), strict=True)
+    load_reference(ours, ref)
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
     assert spec.num_params == sum(p.numel() for p in ours.parameters())
-
-    ours.eval()
-    ref.eval()
     torch.manual_seed(1)
     assert_same_outputs_and_shapes(spec, ours, ref, torch.randn(1, *spec.input_shape))
     _PAIR[name] = (ours, ref)
@@ -106,14 +93,9 @@ def test_parity_with_attention_written_in_the_language(name, tv):
     """The same state_dict, bit-identical init, strict load and equal outputs with the library block."""
     spec = archdsl.load_spec(ROOT / "specs" / f"{name}.arch", library_attention=True)
     ours, ref = _fresh_pair(name, tv, spec)
-    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
-    assert list(ours_sd) == list(ref_sd)
-    assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
+    assert_same_init(ours, ref)
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
-    perturb_zeros(ref)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    ours.eval()
-    ref.eval()
+    load_reference(ours, ref)
     torch.manual_seed(1)
     assert_same_outputs_and_shapes(spec, ours, ref, torch.randn(2, *spec.input_shape))
     op_form = archdsl.load_spec(ROOT / "specs" / f"{name}.arch")

@@ -33,7 +33,7 @@ import archdsl
 from archdsl.testing import TORCHVISION_LAYOUTS
 
 from .conftest import ROOT
-from .helpers import assert_registered_like, module_shapes, perturb_zeros, torchvision_reference
+from .helpers import assert_registered_like, module_shapes, perturb_zeros, seeded_pair, torchvision_reference
 
 RESNET = ["fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"]
 MOBILENET = ["deeplabv3_mobilenet_v3_large"]
@@ -109,10 +109,7 @@ def test_costs_match_torchvision_published(name, tv):
 def test_matches_torchvision(name, tv):
     shape = SMALL_ODD if "resnet" in name else ODD
     spec = _load(name, shape)
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = torchvision_reference(name, drop_classifier_draws=True)
+    ours, ref = seeded_pair(spec, lambda: torchvision_reference(name, drop_classifier_draws=True))
     ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
     if name.endswith("_aux"):
         # torchvision builds the auxiliary classifier (drawing its random numbers) before the classifier,
@@ -146,11 +143,8 @@ def test_matches_torchvision(name, tv):
                                        "MobileNetV3's classifier) before the backbone's init loop; a spec cannot "
                                        "build a module only for its random draws")
 def test_initial_weights_equal_plain_torchvision(tv):
-    spec = _load("lraspp_mobilenet_v3_large", ODD)
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = torchvision_reference("lraspp_mobilenet_v3_large")
+    ours, ref = seeded_pair(_load("lraspp_mobilenet_v3_large", ODD),
+                            lambda: torchvision_reference("lraspp_mobilenet_v3_large"))
     ref_sd = ref.state_dict()
     assert [k for k, v in ours.state_dict().items() if not torch.equal(v, ref_sd[k])] == []
 

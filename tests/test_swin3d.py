@@ -29,7 +29,7 @@ import archdsl
 from archdsl.testing import torchvision_model
 
 from .conftest import ROOT
-from .helpers import assert_meta_shapes, module_shapes, perturb_zeros
+from .helpers import assert_meta_shapes, module_shapes, perturb_zeros, seeded_pair
 
 LIB = ROOT / "specs" / "lib" / "swin3d.arch"
 VARIANTS = ["swin3d_t", "swin3d_s", "swin3d_b"]
@@ -59,10 +59,7 @@ def pair(request):
     the same seed; ref's weights (zeros perturbed) are then loaded into ours."""
     name = request.param
     spec = _load(name, input_shape=SMALL[1])
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = torchvision_model(name)
+    ours, ref = seeded_pair(spec, lambda: torchvision_model(name))
     ours_init, ref_init = ours.state_dict(), ref.state_dict()
     ours_init = {k: v.clone() for k, v in ours_init.items()}
     ref_init = {k: v.clone() for k, v in ref_init.items()}
@@ -160,10 +157,7 @@ def test_attention_block_matches_torchvision(shape, heads, window, shift, tv):
     t, h, w, c = shape
     spec = archdsl.load_spec(f'use "{LIB}"\nmodel m input {c}x{t}x{h}x{w} {{ permute([0, 2, 3, 4, 1]); '
                              f'attn: ShiftedWindowAttention3d({heads}, {window}, {shift}) }}')
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = swin3d.ShiftedWindowAttention3d(c, list(window), list(shift), heads)
+    ours, ref = seeded_pair(spec, lambda: swin3d.ShiftedWindowAttention3d(c, list(window), list(shift), heads))
     ours_sd, ref_sd = ours.attn.state_dict(), ref.state_dict()
     assert list(ours_sd) == list(ref_sd)
     assert [k for k in ref_sd if not torch.equal(ours_sd[k], ref_sd[k])] == []

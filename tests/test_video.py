@@ -17,7 +17,7 @@ import archdsl
 from archdsl.testing import torchvision_model
 
 from .conftest import ROOT
-from .helpers import assert_meta_shapes, assert_registered_like, assert_same_outputs_and_shapes, perturb_zeros
+from .helpers import assert_meta_shapes, assert_same_init, assert_same_outputs_and_shapes, load_reference, seeded_pair
 
 #: model -> inputs (batch, shape) for the real forward comparisons
 CASES = {
@@ -37,21 +37,12 @@ def _load(name, **kw):
 @pytest.mark.parametrize("name", list(CASES))
 def test_video_parity_with_torchvision(name, tv):
     spec = _load(name)
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = torchvision_model(name)
-
-    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
-    assert_registered_like(ours, ref)
-    assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []   # same seed, same weights
+    ours, ref = seeded_pair(spec, lambda: torchvision_model(name))
+    assert_same_init(ours, ref)                          # same seed, same weights
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
     assert spec.num_params == getattr(tv.models.video, WEIGHTS[name]).DEFAULT.meta["num_params"]
 
-    perturb_zeros(ref)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    ours.eval()
-    ref.eval()
+    load_reference(ours, ref)
     torch.manual_seed(1)
     for batch, shape in CASES[name]:
         small = _load(name, input_shape=shape)
@@ -86,17 +77,10 @@ def test_video_resnet_bottleneck_unit_matches_torchvision(tv, at_root):
             "model r3d_bottleneck input 3x4x32x32 = VideoResNet(Bottleneck, "
             "[Conv3DSimple, Conv2Plus1D, Conv3DNoTemporal, Conv3DSimple], [1, 1, 1, 1], BasicStem, num_classes = 10)\n")
     spec = archdsl.load_spec(text)
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = video.VideoResNet(video.Bottleneck, [video.Conv3DSimple, video.Conv2Plus1D, video.Conv3DNoTemporal,
-                                               video.Conv3DSimple], [1, 1, 1, 1], video.BasicStem, num_classes=10)
-    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
-    assert list(ours_sd) == list(ref_sd)
-    assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
+    ours, ref = seeded_pair(spec, lambda: video.VideoResNet(
+        video.Bottleneck, [video.Conv3DSimple, video.Conv2Plus1D, video.Conv3DNoTemporal, video.Conv3DSimple],
+        [1, 1, 1, 1], video.BasicStem, num_classes=10))
+    assert_same_init(ours, ref)
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
-    perturb_zeros(ref)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    ours.eval()
-    ref.eval()
+    load_reference(ours, ref)
     assert_same_outputs_and_shapes(spec, ours, ref, torch.randn(2, *spec.input_shape))

@@ -27,7 +27,7 @@ from archdsl.ops import get_op
 from archdsl.testing import torchvision_model
 
 from .conftest import ROOT
-from .helpers import assert_registered_like
+from .helpers import assert_same_init, seeded_pair
 from .test_parity import META_ONLY, PARITY
 
 
@@ -124,13 +124,8 @@ def test_vit_h_14_real_forward_at_a_small_input(tv):
 
 @pytest.mark.skipif(not os.environ.get("ARCHDSL_SLOW"), reason="~40 s on CPU: set ARCHDSL_SLOW=1")
 def test_vit_h_14_initial_weights_bit_identical(tv):
-    spec = _load("vit_h_14", (3, 28, 28))
-    torch.manual_seed(0)
-    ours = spec.build().state_dict()
-    torch.manual_seed(0)
-    ref = tv.models.vit_h_14(image_size=28).state_dict()
-    assert list(ours) == list(ref)
-    assert [k for k in ours if not torch.equal(ours[k], ref[k])] == []
+    ours, ref = seeded_pair(_load("vit_h_14", (3, 28, 28)), lambda: tv.models.vit_h_14(image_size=28))
+    assert_same_init(ours, ref)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,13 +152,9 @@ def test_aux_layout_parity(name, tv):
     """Declared input: init, params, keys. A small odd input (the smallest for Inception): outputs."""
     tv_name, n_out, small, _ = AUX[name]
     spec = _load(name, small)
-    torch.manual_seed(0)
-    ours = spec.build()
-    torch.manual_seed(0)
-    ref = torchvision_model(name)
-    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
-    assert_registered_like(ours, ref)
-    assert [k for k, v in ours_sd.items() if not torch.equal(v, ref_sd[k])] == []
+    ours, ref = seeded_pair(spec, lambda: torchvision_model(name))
+    assert_same_init(ours, ref)
+    ref_sd = ref.state_dict()
     assert spec.num_params == _load(name).num_params
     assert spec.num_params == sum(p.numel() for p in ref.parameters())
     assert spec.num_params == sum(p.numel() for p in ours.parameters())

@@ -771,7 +771,7 @@ def diagram(g: Graph, depth: int | None = None, expand=(), fold: bool = True, ra
 
 
 def _emit(view: View, rankdir: str, columns: int | None) -> graphviz.Digraph:
-    g, tree = view.g, view.tree
+    g = view.g
     nodes = view.drawn_nodes()
     rank = _ranks(nodes, view.edges)
     plan = view.u_plan
